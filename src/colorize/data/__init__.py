@@ -1,0 +1,1 @@
+"""Data: sources of photos, robust decoding, the split manifest, the LAB store."""

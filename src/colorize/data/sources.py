@@ -1,0 +1,103 @@
+"""Where photos come from: a folder tree or a tar/zip archive, read as a stream of (name, bytes).
+
+Archives are streamed member by member (tar in stream mode), so memory stays flat in the archive's
+size and nothing is extracted to disk. The `sample` and `places205` sources are a folder and an
+archive that the project obtains itself (see sample.py and download.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tarfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif"}
+SAMPLE_MANIFEST = "SOURCES.csv"
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str  # path inside the folder or archive, '/'-separated
+    data: bytes
+    origin: str = ""
+    licence: str = ""
+
+
+class SourceError(RuntimeError):
+    """The source itself (not one image) cannot be read."""
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_items(kind: str, path: str | os.PathLike, names: Iterable[str] | None = None
+               ) -> Iterator[Item]:
+    """Yield the images of a source. With `names`, only those (in the source's own order)."""
+    path = Path(path)
+    wanted = set(names) if names is not None else None
+    if kind in ("folder", "sample"):
+        yield from _iter_folder(path, wanted, _read_origins(path) if kind == "sample" else {})
+    elif kind in ("archive", "places205"):
+        yield from _iter_archive(path, wanted)
+    else:
+        raise SourceError(f"unknown source kind {kind!r}")
+
+
+def _iter_folder(root: Path, wanted: set[str] | None, origins: dict[str, tuple[str, str]]
+                 ) -> Iterator[Item]:
+    if not root.is_dir():
+        raise SourceError(f"{root}: folder not found")
+    if wanted is not None:  # random access: no need to walk the tree
+        names = sorted(wanted)
+    else:
+        names = sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and is_image_name(p.name)
+        )
+    for name in names:
+        try:
+            data = (root / name).read_bytes()
+        except OSError:
+            data = b""  # a missing or unreadable file is reported as 'empty' by the caller
+        origin, licence = origins.get(name, ("", ""))
+        yield Item(name, data, origin, licence)
+
+
+def _iter_archive(path: Path, wanted: set[str] | None) -> Iterator[Item]:
+    if not path.is_file():
+        raise SourceError(f"{path}: archive not found")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.is_dir() or not _selected(info.filename, wanted):
+                    continue
+                yield Item(info.filename, zf.read(info))
+        return
+    try:
+        # 'r|*' streams: members are read in order and never all held in memory.
+        with tarfile.open(path, mode="r|*") as tf:
+            for member in tf:
+                if not member.isfile() or not _selected(member.name, wanted):
+                    continue
+                f = tf.extractfile(member)
+                yield Item(member.name, f.read() if f else b"")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise SourceError(f"{path}: cannot read archive ({e})") from e
+
+
+def _selected(name: str, wanted: set[str] | None) -> bool:
+    return name in wanted if wanted is not None else is_image_name(name)
+
+
+def _read_origins(root: Path) -> dict[str, tuple[str, str]]:
+    manifest = root / SAMPLE_MANIFEST
+    if not manifest.exists():
+        return {}
+    with manifest.open(newline="") as f:
+        return {row["file"]: (row["origin"], row["licence"]) for row in csv.DictReader(f)}

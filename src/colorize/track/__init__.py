@@ -1,0 +1,1 @@
+"""Track: MLflow tracking URI, run lifecycle, tags, images, model logging and registry."""

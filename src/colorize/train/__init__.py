@@ -1,0 +1,1 @@
+"""Train: the network, the data loader with augmentation, and the training loop."""

@@ -1,0 +1,125 @@
+"""The prepare stage over folders and archives, with a corpus of bad files mixed in."""
+
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from colorize.config import DataSettings
+from colorize.data.prepare import prepare, read_manifest
+from colorize.data.sources import SourceError, iter_items
+from conftest import photo_tiles, write_rgb
+
+
+def _add_bad_files(root):
+    root.mkdir(parents=True, exist_ok=True)
+    tile = photo_tiles(1, 48)[0]
+    (root / "bad").mkdir(exist_ok=True)
+    (root / "bad" / "empty.jpg").write_bytes(b"")
+    (root / "bad" / "notes.jpg").write_text("this is a text file renamed .jpg\n")
+    (root / "bad" / "corrupt.png").write_bytes(np.random.default_rng(1).bytes(999))
+    jpg = cv2.imencode(".jpg", tile)[1].tobytes()
+    (root / "bad" / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
+    gray = cv2.cvtColor(tile, cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(root / "bad" / "gray.png"), gray)
+    cv2.imwrite(str(root / "bad" / "one_pixel.png"), tile[:1, :1])
+    drawing = np.full((48, 48, 3), 20, np.uint8)
+    drawing[:24, :24] = (0, 0, 200)
+    cv2.imwrite(str(root / "bad" / "drawing.png"), drawing)
+    shutil.copy(next(root.glob("sub0/*.jpg")), root / "bad" / "duplicate.jpg")
+    # Awkward but usable: CMYK, RGBA, 16-bit.
+    bio = io.BytesIO()
+    Image.fromarray(photo_tiles(17, 48)[16]).convert("CMYK").save(bio, "JPEG")
+    (root / "ok_cmyk.jpg").write_bytes(bio.getvalue())
+    rgba = np.dstack([photo_tiles(18, 48)[17], np.full((48, 48), 200, np.uint8)])
+    cv2.imwrite(str(root / "ok_rgba.png"), rgba)
+    cv2.imwrite(str(root / "ok_16bit.png"), photo_tiles(19, 48)[18].astype(np.uint16) * 257)
+    (root / "readme.txt").write_text("not an image name: ignored")
+
+
+EXPECTED = {"empty": 1, "unreadable": 3, "near_gray": 1, "too_small": 1, "drawing": 1,
+            "duplicate": 1}
+
+
+def test_folder_with_bad_files(photo_folder, tmp_path):
+    _add_bad_files(photo_folder)
+    s = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+    res = prepare(s, tmp_path / "interim", tmp_path / "data.json")
+    report = json.loads((tmp_path / "data.json").read_text())
+    assert report["rejected_by_reason"] == EXPECTED
+    assert report["found"] == 16 + 3 + sum(EXPECTED.values())
+    assert report["used"] == 19 and report["train"] + report["val"] == 19
+    rejected = {r["name"]: r["reason"] for r in res.rejected}
+    assert rejected["bad/truncated.jpg"] == "unreadable"
+    pair = [rejected.get("bad/duplicate.jpg"), rejected.get("sub0/img00.jpg")]
+    assert pair.count("duplicate") == 1  # whichever of the two came second
+    used = {r["name"] for r in read_manifest(tmp_path / "interim" / "manifest.csv")}
+    assert {"ok_cmyk.jpg", "ok_rgba.png", "ok_16bit.png"} <= used
+
+
+def _tar(root, path, mode):
+    with tarfile.open(path, mode) as tf:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                tf.add(p, arcname=f"places/{p.relative_to(root).as_posix()}")
+    return path
+
+
+def _zip(root, path):
+    with zipfile.ZipFile(path, "w") as zf:
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                zf.write(p, f"places/{p.relative_to(root).as_posix()}")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
+def test_archive_gives_the_same_split_as_the_folder(photo_folder, tmp_path, kind):
+    _add_bad_files(photo_folder)
+    archive = (_zip(photo_folder, tmp_path / "a.zip") if kind == "zip"
+               else _tar(photo_folder, tmp_path / f"a.{kind}", "w:gz" if kind == "tar.gz" else "w"))
+    common = {"val_fraction": 0.3, "min_size": 16}
+    a = prepare(DataSettings(source="archive", path=str(archive), **common),
+                tmp_path / "ia", tmp_path / "a.json")
+    f = prepare(DataSettings(source="folder", path=str(photo_folder), **common),
+                tmp_path / "if", tmp_path / "f.json")
+    assert {(r["id"], r["split"]) for r in a.manifest} == {(r["id"], r["split"])
+                                                           for r in f.manifest}
+    assert a.report["rejected_by_reason"] == EXPECTED
+
+
+def test_archive_is_streamed_with_selected_members(photo_folder, tmp_path):
+    archive = _tar(photo_folder, tmp_path / "a.tar.gz", "w:gz")
+    names = [i.name for i in iter_items("archive", archive)]
+    assert len(names) == 16
+    wanted = names[3:5]
+    assert [i.name for i in iter_items("archive", archive, names=wanted)] == wanted
+
+
+def test_truncated_archive_is_a_clear_error(photo_folder, tmp_path):
+    archive = _tar(photo_folder, tmp_path / "a.tar.gz", "w:gz")
+    blob = archive.read_bytes()
+    archive.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(SourceError, match="cannot read archive"):
+        list(iter_items("archive", archive))
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        prepare(DataSettings(source="folder", path=str(tmp_path / "nowhere")), tmp_path)
+
+
+def test_adding_photos_keeps_existing_assignments(photo_folder, tmp_path):
+    s = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+    before = {r["id"]: r["split"] for r in prepare(s, tmp_path / "a", tmp_path / "a.json").manifest}
+    for i, tile in enumerate(photo_tiles(28, 48)[16:]):
+        write_rgb(photo_folder / "added" / f"new{i}.png", tile)
+    after = {r["id"]: r["split"] for r in prepare(s, tmp_path / "b", tmp_path / "b.json").manifest}
+    assert len(after) == len(before) + 12
+    assert all(after[i] == split for i, split in before.items())

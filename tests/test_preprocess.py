@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import pytest
+
+from colorize import lab
+from colorize.config import DataSettings, PreprocessSettings
+from colorize.data.prepare import prepare
+from colorize.preprocess.run import preprocess
+from colorize.preprocess.store import LabStore
+
+
+@pytest.fixture
+def prepared(photo_folder, tmp_path):
+    data = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+    prepare(data, tmp_path / "interim", tmp_path / "data.json")
+    return data, tmp_path / "interim" / "manifest.csv"
+
+
+def _arrays(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.rglob("shard-*.npy"))}
+
+
+def test_parallel_gives_byte_identical_shards_to_serial(prepared, tmp_path):
+    data, manifest = prepared
+    settings = PreprocessSettings(size=32, shard_size=3)
+    preprocess(data, settings, manifest, tmp_path / "serial", workers=1)
+    preprocess(data, settings, manifest, tmp_path / "parallel", workers=2)
+    serial, parallel = _arrays(tmp_path / "serial"), _arrays(tmp_path / "parallel")
+    assert len(serial) > 2 and serial == parallel
+
+
+def test_store_holds_lab_at_the_working_size(prepared, tmp_path):
+    data, manifest = prepared
+    preprocess(data, PreprocessSettings(size=32, shard_size=4), manifest, tmp_path / "p",
+               workers=1)
+    train, val = LabStore(tmp_path / "p" / "train"), LabStore(tmp_path / "p" / "val")
+    assert len(train) + len(val) == 16
+    x = train[len(train) - 1]
+    assert x.shape == (3, 32, 32) and x.dtype == lab.STORE_DTYPE
+    assert 0 <= x[0].min() and x[0].max() <= 100
+    assert np.abs(x[1:]).max() > 1  # real colour photos have colour
+
+
+def test_rerun_after_a_crash_redoes_only_missing_shards(prepared, tmp_path):
+    data, manifest = prepared
+    settings = PreprocessSettings(size=32, shard_size=4)
+    first = preprocess(data, settings, manifest, tmp_path / "p", workers=1)
+    assert first["converted"] == 16
+    shards = sorted((tmp_path / "p" / "train").glob("shard-*.npy"))
+    before = shards[0].read_bytes()
+    shards[0].unlink()  # as if the process died before writing it
+    (tmp_path / "p" / "train" / "shard-99999-junk.npy.tmp").write_bytes(b"partial")
+    second = preprocess(data, settings, manifest, tmp_path / "p", workers=1)
+    assert second["converted"] == 4 and second["reused_from_earlier_run"] == 12
+    assert shards[0].read_bytes() == before
+    assert not list((tmp_path / "p").rglob("*.tmp"))
+    stats = json.loads((tmp_path / "p" / "stats.json").read_text())
+    assert stats["images_per_s"] > 0
