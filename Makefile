@@ -8,12 +8,11 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export DVC_NO_ANALYTICS := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SAMPLE := data/raw/sample/SOURCES.csv
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 
 .PHONY: setup run test sweep lint ui clean-venv
 
-setup: $(VENV)/.installed $(SAMPLE) $(PLOTS_TEMPLATE)
+setup: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
 # pip takes torch 2.14.1 / torchvision 0.29.1 from the local wheel cache where it has them.
 $(VENV)/.installed: pyproject.toml
@@ -21,9 +20,6 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
-
-$(SAMPLE): | $(VENV)/.installed
-	$(BIN)/colorize fetch-sample --out data/raw/sample
 
 $(PLOTS_TEMPLATE): scripts/offline_plots_template.sh
 	bash scripts/offline_plots_template.sh $@

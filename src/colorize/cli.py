@@ -15,10 +15,10 @@ def _settings(args):
     return config.load(args.params)
 
 
-def cmd_fetch_sample(args) -> None:
-    from colorize.data.sample import fetch_sample
+def cmd_fetch(args) -> None:
+    from colorize.data.fetch import fetch
 
-    fetch_sample(args.out, debian=not args.no_debian)
+    fetch(_settings(args).data)
 
 
 def cmd_prepare(args) -> None:
@@ -52,12 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("fetch-sample", help="obtain the offline default photos")
-    p.add_argument("--out", default="data/raw/sample")
-    p.add_argument("--no-debian", action="store_true",
-                   help="only the photos bundled in Python wheels (9)")
-    p.set_defaults(func=cmd_fetch_sample)
-
+    sub.add_parser("fetch", help="stage 0: obtain the configured source's raw data"
+                   ).set_defaults(func=cmd_fetch)
     sub.add_parser("prepare", help="stage 1: collect images, write the split manifest"
                    ).set_defaults(func=cmd_prepare)
     p = sub.add_parser("preprocess", help="stage 2: decode, resize, LAB, sharded arrays")
@@ -70,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from colorize.config import ConfigError
+    from colorize.data.download import DownloadError
     from colorize.data.sources import SourceError
 
     try:
         args.func(args)
-    except (ConfigError, SourceError, FileNotFoundError) as e:
+    except (ConfigError, SourceError, DownloadError, FileNotFoundError) as e:
         print(f"colorize {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

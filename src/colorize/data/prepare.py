@@ -35,11 +35,7 @@ class PrepareResult:
 
 
 def source_path(data: DataSettings) -> Path:
-    """The folder or archive a source reads. places205 reads the downloaded archive."""
-    if data.source == "places205":
-        from colorize.data.download import places205_archive
-
-        return places205_archive(data)
+    """The folder or archive a source reads (for places205: where `fetch` downloaded it)."""
     return Path(data.path)
 
 

@@ -1,0 +1,105 @@
+"""HTTP download with resume, size and checksum verification, and an atomic move into place.
+
+The file is written to `<dest>.part`. An interrupted transfer leaves only the .part file, which
+the next call resumes with an HTTP Range request. When the transfer completes, the size is checked
+against the server's Content-Length and the SHA-256 against the recorded hash (`<dest>.sha256`,
+written on the first successful download and meant to be committed); only then is the file moved
+to `dest`. So a file at `dest` is always complete and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = None,
+             hash_file: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
+    """Fetch url to dest (resuming a partial download) and verify it. Returns dest."""
+    dest = Path(dest)
+    hash_file = Path(hash_file) if hash_file else dest.with_name(dest.name + ".sha256")
+    recorded = expected_sha256 or (hash_file.read_text().split()[0] if hash_file.exists()
+                                   else None)
+    if dest.exists():
+        return dest  # only ever created by the verified move below
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the .part file already holds every byte
+            return _verify_and_move(part, dest, have, recorded, hash_file)
+        raise DownloadError(f"{url}: server answered HTTP {e.code} {e.reason}") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)})") from e
+    with response:
+        if response.status == 206:
+            total = _total_from_range(response.headers.get("Content-Range"), have)
+            mode = "ab"
+        else:  # 200: the server ignored Range (or nothing was there): start over
+            have, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = int(length) if length else None
+        with part.open(mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                        desc=f"download {dest.name}") as bar:
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as e:
+                    raise DownloadError(f"{url}: connection lost after {f.tell()} bytes "
+                                        f"({e}); run again to resume") from e
+                if not block:
+                    break
+                f.write(block)
+                bar.update(len(block))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DownloadError(f"{url}: got {size} of {total} bytes; run again to resume")
+    return _verify_and_move(part, dest, total, recorded, hash_file)
+
+
+def _verify_and_move(part: Path, dest: Path, total: int | None, recorded: str | None,
+                     hash_file: Path) -> Path:
+    digest = sha256_of(part)
+    if recorded and digest != recorded:
+        bad = part.with_name(part.name.replace(".part", ".corrupt"))
+        part.replace(bad)
+        raise DownloadError(
+            f"{dest.name}: SHA-256 {digest} does not match the recorded {recorded} "
+            f"({hash_file}); the file was moved to {bad}. Delete it to download again, or delete "
+            f"{hash_file} if the upstream file really changed.")
+    if not recorded:
+        hash_file.write_text(f"{digest}  {dest.name}\n")
+    part.replace(dest)
+    return dest
+
+
+def _total_from_range(content_range: str | None, have: int) -> int | None:
+    # 'bytes 100-999/1000' -> 1000
+    if content_range and "/" in content_range:
+        tail = content_range.rsplit("/", 1)[1]
+        if tail.isdigit():
+            return int(tail)
+    return None

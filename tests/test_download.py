@@ -1,0 +1,125 @@
+"""The downloader against a real HTTP server on loopback, serving a tar.gz the test builds."""
+
+import hashlib
+import io
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from colorize.data.download import DownloadError, download
+from colorize.data.sources import iter_items
+from conftest import photo_tiles
+
+
+def _archive() -> bytes:
+    import cv2
+
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w:gz") as tf:
+        for i, tile in enumerate(photo_tiles(6, 64)):
+            blob = cv2.imencode(".jpg", tile)[1].tobytes()
+            info = tarfile.TarInfo(f"testSet_resize/{i:04d}.jpg")
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    return bio.getvalue()
+
+
+class Server:
+    """Serves one blob with Range support; `mode` makes it cut the connection or fail."""
+
+    def __init__(self, blob: bytes):
+        self.blob, self.mode, self.requests = blob, "ok", []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append(self.headers.get("Range"))
+                if server.mode == "error":
+                    self.send_error(503, "Service Unavailable")
+                    return
+                start = 0
+                rng = self.headers.get("Range")
+                if rng:
+                    start = int(rng.split("=")[1].split("-")[0])
+                body = server.blob[start:]
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Length", str(len(body)))
+                if rng:
+                    total = len(server.blob)
+                    self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+                self.end_headers()
+                if server.mode == "cut":  # promise everything, send a third, hang up
+                    self.wfile.write(body[: len(body) // 3])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/testSetPlaces205_resize.tar.gz"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with Server(_archive()) as s:
+        yield s
+
+
+def test_normal_download_records_the_hash_and_reads_as_archive(server, tmp_path):
+    dest = tmp_path / "raw" / "places.tar.gz"
+    download(server.url, dest)
+    assert dest.read_bytes() == server.blob
+    recorded = (tmp_path / "raw" / "places.tar.gz.sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(server.blob).hexdigest()
+    assert len(list(iter_items("archive", dest))) == 6
+
+
+def test_cut_connection_leaves_no_complete_file_and_resumes(server, tmp_path):
+    dest = tmp_path / "places.tar.gz"
+    server.mode = "cut"
+    with pytest.raises(DownloadError, match="resume"):
+        download(server.url, dest)
+    assert not dest.exists()
+    part = tmp_path / "places.tar.gz.part"
+    assert 0 < part.stat().st_size < len(server.blob)
+    server.mode = "ok"
+    download(server.url, dest)
+    assert server.requests[-1] == f"bytes={len(server.blob) // 3}-"
+    assert dest.read_bytes() == server.blob and not part.exists()
+
+
+def test_wrong_checksum_is_refused(server, tmp_path):
+    dest = tmp_path / "places.tar.gz"
+    (tmp_path / "places.tar.gz.sha256").write_text("0" * 64 + "  places.tar.gz\n")
+    with pytest.raises(DownloadError, match="does not match the recorded"):
+        download(server.url, dest)
+    assert not dest.exists()
+    assert (tmp_path / "places.tar.gz.corrupt").exists()
+
+
+def test_server_error_is_reported(server, tmp_path):
+    server.mode = "error"
+    with pytest.raises(DownloadError, match="HTTP 503"):
+        download(server.url, tmp_path / "x.tar.gz")
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_unreachable_server_is_reported(tmp_path):
+    with Server(b"") as s:
+        url = s.url
+    with pytest.raises(DownloadError, match="cannot connect"):
+        download(url, tmp_path / "x.tar.gz", timeout=5)
