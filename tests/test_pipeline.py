@@ -102,16 +102,35 @@ def test_mlflow_run_holds_params_curves_images_and_tags(repo):
 
 
 def test_registered_model_loads_and_colorizes(repo):
-    root, _ = repo
-    _client(root)
-    model = mlflow.pytorch.load_model("models:/colorizer@newest")
-    with torch.no_grad():
-        ab = model(torch.zeros(1, 1, 32, 32))
-    assert ab.shape == (1, 2, 32, 32) and torch.isfinite(ab).all()
-    samples = root / "plots/samples.png"
+    import base64
+
     import cv2
 
-    grid = cv2.imread(str(samples))
+    from colorize.predict.service import encode_png, image_frame
+    from conftest import photo_tiles
+
+    root, _ = repo
+    client = _client(root)
+    version = client.get_model_version_by_alias("colorizer", "newest")
+    run_id = json.loads((root / "models/run.json").read_text())["run_id"]
+    assert version.run_id == run_id
+    # The registered pyfunc takes image files and answers colorized images at full size.
+    service = mlflow.pyfunc.load_model("models:/colorizer@newest")
+    photo = photo_tiles(1, 50)[0][:, :45]
+    answer = service.predict(image_frame([encode_png(photo)]))
+    png = base64.b64decode(answer["image"][0])
+    out = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert out.shape == photo.shape
+    # The network itself is logged with the torch flavor beside it.
+    logged = mlflow.search_logged_models(
+        experiment_ids=[client.get_run(run_id).info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = 'model'", output_format="list")
+    assert len(logged) == 1
+    net = mlflow.pytorch.load_model(logged[0].model_uri)
+    with torch.no_grad():
+        ab = net(torch.zeros(1, 1, 32, 32))
+    assert ab.shape == (1, 2, 32, 32) and torch.isfinite(ab).all()
+    grid = cv2.imread(str(root / "plots/samples.png"))
     assert grid is not None and grid.shape[1] > 3 * 32 and np.std(grid) > 0
 
 
@@ -134,3 +153,52 @@ def test_dvc_exp_run_is_its_own_mlflow_run(repo):
     assert len(runs) == 1
     assert runs[0].data.tags["dvc_experiment"] not in ("", "workspace")
     assert "eval_model_auc" in runs[0].data.metrics
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_served_model_answers_an_image_over_http(repo):
+    import base64
+    import time
+    import urllib.request
+
+    import cv2
+
+    from colorize.predict.service import encode_png
+    from conftest import photo_tiles
+
+    root, env = repo
+    port = _free_port()
+    env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    server = subprocess.Popen(
+        [BIN / "mlflow", "models", "serve", "-m", "models:/colorizer@newest",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
+                time.sleep(1)
+        photo = photo_tiles(2, 60)[1][:, :41]
+        body = json.dumps({"dataframe_records": [
+            {"image": base64.b64encode(encode_png(photo)).decode()}]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        png = base64.b64decode(answer["predictions"][0]["image"])
+        out = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+        assert out.shape == photo.shape
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -47,6 +47,18 @@ def cmd_evaluate(args) -> None:
     log_to_mlflow(s, evaluate(s))
 
 
+def cmd_predict(args) -> None:
+    from colorize.predict.run import predict
+
+    predict(args.inputs, args.out, args.model, args.batch_size)
+
+
+def cmd_export(args) -> None:
+    from colorize.predict.export import export_onnx
+
+    export_onnx(args.model, args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
@@ -63,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
                    ).set_defaults(func=cmd_train)
     sub.add_parser("evaluate", help="stage 4: metrics vs the gray baseline, register the model"
                    ).set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="colorize your own photos at full resolution")
+    p.add_argument("inputs", nargs="+", help="photos and/or folders")
+    p.add_argument("--out", required=True, help="output folder (PNG files)")
+    p.add_argument("--model", default=None, help="checkpoint path, models:/colorizer@<alias> or "
+                   "runs:/<id>/model (default: models/model.pt, else models:/colorizer@newest)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="export the network to ONNX (needs onnxruntime)")
+    p.add_argument("--model", default=None, help="as for predict")
+    p.add_argument("--out", default="models/colorizer.onnx")
+    p.set_defaults(func=cmd_export)
 
     args = parser.parse_args(argv)
     from colorize.config import ConfigError

@@ -67,6 +67,7 @@ class TrainSettings:
     lr: float = 2e-3
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"
+    loss: str = "mse"
     crop: int = 128
     crop_scale_min: float = 0.3
     amp: str = "auto"
@@ -80,6 +81,7 @@ class TrainSettings:
         _range("train.lr", self.lr, 0.0, 10.0, inclusive=False)
         _range("train.weight_decay", self.weight_decay, 0.0, None)
         _choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
+        _choice("train.loss", self.loss, ("mse", "l1", "huber"))
         _range("train.crop", self.crop, 8, 4096)
         _multiple("train.crop", self.crop, 8)
         _range("train.crop_scale_min", self.crop_scale_min, 0.0, 1.0)

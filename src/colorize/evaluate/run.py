@@ -108,11 +108,12 @@ def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "m
         model, size = load_model(model_path)
         example = np.zeros((1, 1, size, size), np.float32)
         signature = infer_signature(example, model(_t(example)).detach().numpy())
-        logged = mlflow.pytorch.log_model(
-            model, name="model", input_example=example, signature=signature,
-            registered_model_name=settings.tracking.registered_model,
-            pip_requirements=_requirements(),
-        )
+        # The network itself (torch flavor: tensors in, tensors out) ...
+        mlflow.pytorch.log_model(model, name="model", input_example=example,
+                                 signature=signature, pip_requirements=_requirements(),
+                                 metadata={"working_size": size})
+        # ... and the registered model: image files in, colorized images out (pyfunc).
+        logged = _log_service(settings, model_path)
     version = str(logged.registered_model_version)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(settings.tracking.registered_model,
@@ -120,6 +121,23 @@ def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "m
     print(f"registered {settings.tracking.registered_model} version {version} "
           f"as @{settings.tracking.alias} (run {info['run_id']})")
     return version
+
+
+def _log_service(settings: Settings, model_path: str | Path):
+    from colorize.predict.service import ColorizerService, encode_png, image_frame
+
+    sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
+                                        np.zeros((48, 64, 2))]))
+    request = image_frame([encode_png(sample)])
+    response = ColorizerService()
+    response.model, response.size = load_model(model_path)
+    signature = infer_signature(request, response.predict(None, request))
+    return mlflow.pyfunc.log_model(
+        name="colorizer", python_model=ColorizerService(),
+        artifacts={"checkpoint": str(model_path)}, input_example=request, signature=signature,
+        registered_model_name=settings.tracking.registered_model,
+        pip_requirements=_requirements(),
+    )
 
 
 def _t(x: np.ndarray):

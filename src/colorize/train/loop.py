@@ -23,6 +23,14 @@ from colorize.train.dataset import LabDataset, train_transform
 from colorize.train.device import autocast, pick_device, precision_name
 from colorize.train.model import Colorizer
 
+# Per-pixel losses on normalized ab. MSE regresses the conditional mean; L1 and Huber the
+# (closer to) conditional median, which stays nearer gray where the colour is ambiguous.
+LOSSES = {
+    "mse": torch.nn.functional.mse_loss,
+    "l1": torch.nn.functional.l1_loss,
+    "huber": lambda pred, target: torch.nn.functional.huber_loss(pred, target, delta=0.1),
+}
+
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -114,7 +122,7 @@ def fit(settings: Settings, data_dir: str | Path, checkpoint_dir: str | Path,
             L, ab = _to(L, device), _to(ab, device)
             with autocast(device, t.amp):
                 pred = model(L)
-            loss = torch.nn.functional.mse_loss(pred.float(), ab)
+            loss = LOSSES[t.loss](pred.float(), ab)
             if not torch.isfinite(loss):
                 raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1} "
                                     f"(train.lr={t.lr} may be too high)")

@@ -1,0 +1,1 @@
+"""Predict: full-resolution colorization of users' photos, and the served model."""
