@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 
-.PHONY: setup run test sweep lint ui clean-venv
+.PHONY: setup run test sweep lint ui
 
 setup: $(VENV)/.installed $(PLOTS_TEMPLATE)
 
@@ -31,6 +31,12 @@ run: setup
 	@echo "  .venv/bin/dvc metrics show            # model vs gray baseline, data report"
 	@echo "  .venv/bin/dvc plots show              # loss curves, AuC curve, samples -> dvc_plots/index.html"
 	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db   # runs, images, registered model"
+
+# Optuna sweep over train.lr and model.decoder_width (params.yaml: sweep); not part of dvc repro.
+WORKERS ?= 2
+sweep: setup
+	$(BIN)/dvc repro preprocess
+	$(BIN)/colorize sweep --workers $(WORKERS)
 
 test: setup
 	$(BIN)/pytest -q

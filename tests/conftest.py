@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +17,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -49,3 +53,44 @@ def photo_folder(tmp_path) -> Path:
         ext = "png" if i % 2 else "jpg"
         write_rgb(root / f"sub{i % 2}" / f"img{i:02d}.{ext}", tile)
     return root
+
+
+def run(args, cwd, env, check=True) -> subprocess.CompletedProcess:
+    out = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
+                         text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def make_pipeline_repo(root: Path, **params) -> dict:
+    """A git + DVC repository with this project's pipeline, tiny real photos and tiny params.
+    Returns the environment to run dvc / colorize in (PATH to this venv, no analytics)."""
+    import yaml
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "scripts", root / "scripts")
+    for i, tile in enumerate(photo_tiles(20, 40)):
+        write_rgb(root / "data/raw/photos" / f"p{i:02d}.{'png' if i % 2 else 'jpg'}", tile)
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["data"].update(source="folder", path="data/raw/photos", val_fraction=0.25, min_size=16)
+    p["preprocess"].update(size=32, workers=1)
+    p["train"].update(epochs=2, batch_size=4, crop=32)
+    p["evaluate"].update(grid_images=2)
+    for section, values in params.items():
+        p[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               NO_ALBUMENTATIONS_UPDATE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    run(["git", "init", "-q"], root, env)
+    run([BIN / "dvc", "init", "-q"], root, env)
+    run([BIN / "dvc", "config", "core.analytics", "false"], root, env)
+    run([BIN / "dvc", "config", "plots.html_template", "plots/offline.html"], root, env)
+    run(["bash", "scripts/offline_plots_template.sh", ".dvc/plots/offline.html"], root, env)
+    ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/checkpoints/", "/sweeps/"]
+    (root / ".gitignore").write_text("\n".join(ignored) + "\n")
+    return env

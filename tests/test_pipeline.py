@@ -2,61 +2,23 @@
 with a real MLflow SQLite store; then `dvc exp run -S ...`, `dvc metrics show`, `dvc plots show`."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import REPO
+from conftest import BIN, make_pipeline_repo, run
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _run(args, cwd, env, check=True):
-    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    from conftest import photo_tiles, write_rgb
-
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "scripts", root / "scripts")
-    for i, tile in enumerate(photo_tiles(20, 40)):
-        write_rgb(root / "data/raw/photos" / f"p{i:02d}.{'png' if i % 2 else 'jpg'}", tile)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["data"].update(source="folder", path="data/raw/photos", val_fraction=0.25,
-                          min_size=16)
-    params["preprocess"].update(size=32, workers=1)
-    params["train"].update(epochs=2, batch_size=4, crop=32)
-    params["evaluate"].update(grid_images=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
-               NO_ALBUMENTATIONS_UPDATE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    _run(["git", "init", "-q"], root, env)
-    _run([BIN / "dvc", "init", "-q"], root, env)
-    _run([BIN / "dvc", "config", "core.analytics", "false"], root, env)
-    _run([BIN / "dvc", "config", "plots.html_template", "plots/offline.html"], root, env)
-    _run(["bash", "scripts/offline_plots_template.sh", ".dvc/plots/offline.html"], root, env)
-    ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/checkpoints/"]
-    (root / ".gitignore").write_text("\n".join(ignored) + "\n")
-    _run([BIN / "dvc", "repro"], root, env)
+    env = make_pipeline_repo(root)
+    run([BIN / "dvc", "repro"], root, env)
     return root, env
 
 
@@ -67,7 +29,7 @@ def _client(root):
 
 def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     root, env = repo
-    out = json.loads(_run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
+    out = json.loads(run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
     text = json.dumps(out)
     for key in ("ciede2000", "auc", "psnr", "ssim", "mse_ab", "colourfulness_ratio"):
         assert key in text
@@ -80,7 +42,7 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
 
 def test_second_repro_is_up_to_date(repo):
     root, env = repo
-    out = _run([BIN / "dvc", "repro"], root, env)
+    out = run([BIN / "dvc", "repro"], root, env)
     assert "up to date" in out.stdout.lower()
 
 
@@ -88,7 +50,7 @@ def test_mlflow_run_holds_params_curves_images_and_tags(repo):
     root, _ = repo
     client = _client(root)
     run_id = json.loads((root / "models/run.json").read_text())["run_id"]
-    run = client.get_run(run_id)
+    run = client.getrun(run_id)
     assert run.data.params["train.epochs"] == "2"
     assert run.data.tags["dvc_experiment"] == "workspace"
     assert len(run.data.tags["data_manifest_sha256"]) == 64
@@ -123,7 +85,7 @@ def test_registered_model_loads_and_colorizes(repo):
     assert out.shape == photo.shape
     # The network itself is logged with the torch flavor beside it.
     logged = mlflow.search_logged_models(
-        experiment_ids=[client.get_run(run_id).info.experiment_id],
+        experiment_ids=[client.getrun(run_id).info.experiment_id],
         filter_string=f"source_run_id = '{run_id}' AND name = 'model'", output_format="list")
     assert len(logged) == 1
     net = mlflow.pytorch.load_model(logged[0].model_uri)
@@ -136,7 +98,7 @@ def test_registered_model_loads_and_colorizes(repo):
 
 def test_plots_render_offline(repo):
     root, env = repo
-    _run([BIN / "dvc", "plots", "show", "-o", "dvc_plots"], root, env)
+    run([BIN / "dvc", "plots", "show", "-o", "dvc_plots"], root, env)
     html = (root / "dvc_plots/index.html").read_text()
     assert "<script src=\"http" not in html and "cdn.jsdelivr" not in html
     assert "samples.png" in html
@@ -144,9 +106,9 @@ def test_plots_render_offline(repo):
 
 def test_dvc_exp_run_is_its_own_mlflow_run(repo):
     root, env = repo
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "baseline"], root, env)
-    _run([BIN / "dvc", "exp", "run", "-S", "train.lr=0.0005"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "baseline"], root, env)
+    run([BIN / "dvc", "exp", "run", "-S", "train.lr=0.0005"], root, env)
     runs = _client(root).search_runs(
         [mlflow.get_experiment_by_name("colorize").experiment_id],
         filter_string="params.`train.lr` = '0.0005'")

@@ -59,6 +59,13 @@ def cmd_export(args) -> None:
     export_onnx(args.model, args.out)
 
 
+def cmd_sweep(args) -> None:
+    from colorize.sweep.run import sweep
+
+    sweep(_settings(args), workers=args.workers, apply=args.apply, params_path=args.params,
+          n_trials=args.n_trials, epochs=args.epochs, storage=args.storage, study=args.study)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
@@ -86,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="as for predict")
     p.add_argument("--out", default="models/colorizer.onnx")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("sweep", help="Optuna study over train.lr and model.decoder_width")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--n-trials", type=int, default=None, help="override sweep.n_trials")
+    p.add_argument("--epochs", type=int, default=None, help="override sweep.epochs")
+    p.add_argument("--storage", default=None, help="override sweep.storage (file or RDB URL)")
+    p.add_argument("--study", default=None, help="override sweep.study")
+    p.add_argument("--apply", action="store_true", help="write the best values to params.yaml")
+    p.set_defaults(func=cmd_sweep)
 
     args = parser.parse_args(argv)
     from colorize.config import ConfigError

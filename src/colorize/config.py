@@ -119,6 +119,37 @@ class TrackingSettings:
 
 
 @dataclass(frozen=True)
+class SweepSettings:
+    study: str = "colorize-sweep"
+    storage: str = "sweeps/journal.log"  # a journal file, or an RDB URL for many machines
+    n_trials: int = 8  # total for the study: a rerun with a higher number continues it
+    epochs: int = 10
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    decoder_widths: tuple[int, ...] = (32, 64, 128, 256)
+    sampler_seed: int = 0
+    pruner: str = "median"
+    pruner_warmup_epochs: int = 3
+    heartbeat_s: int = 30
+
+    def check(self) -> None:
+        if not self.study:
+            raise ConfigError("sweep.study: must not be empty")
+        _range("sweep.n_trials", self.n_trials, 1, None)
+        _range("sweep.epochs", self.epochs, 1, None)
+        _range("sweep.lr_min", self.lr_min, 0.0, 10.0, inclusive=False)
+        _range("sweep.lr_max", self.lr_max, self.lr_min, 10.0)
+        if not self.decoder_widths:
+            raise ConfigError("sweep.decoder_widths: must list at least one width")
+        for w in self.decoder_widths:
+            _range("sweep.decoder_widths", w, 4, 2048)
+            _multiple("sweep.decoder_widths", w, 4)
+        _choice("sweep.pruner", self.pruner, ("median", "none"))
+        _range("sweep.pruner_warmup_epochs", self.pruner_warmup_epochs, 0, None)
+        _range("sweep.heartbeat_s", self.heartbeat_s, 1, None)
+
+
+@dataclass(frozen=True)
 class Settings:
     data: DataSettings = field(default_factory=DataSettings)
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
@@ -126,6 +157,7 @@ class Settings:
     train: TrainSettings = field(default_factory=TrainSettings)
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
     def check(self) -> None:
         for f in fields(self):
@@ -145,7 +177,7 @@ class Settings:
         }
 
 
-def from_dict(raw: dict[str, Any] | None, extra_sections: tuple[str, ...] = ("sweep",)) -> Settings:
+def from_dict(raw: dict[str, Any] | None, extra_sections: tuple[str, ...] = ()) -> Settings:
     """Build settings from a params mapping; unknown keys and wrong types are errors."""
     raw = raw or {}
     if not isinstance(raw, dict):
@@ -200,6 +232,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
+    if kind is tuple:
+        if not isinstance(value, list | tuple) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key}: expected a list of integers, got {value!r}")
+        return tuple(value)
     if kind is float:
         if isinstance(value, str):  # YAML reads '1e-3' (no dot) as a string
             try:

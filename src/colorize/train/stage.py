@@ -60,7 +60,8 @@ def run(settings: Settings, data_dir: str | Path = "data/processed",
 
     with mlflow.start_run(run_id=run_id) as active:
         if run_id is None:
-            mlflow.log_params(settings.flat())
+            mlflow.log_params({k: v for k, v in settings.flat().items()
+                               if not k.startswith("sweep.")})
             mlflow.set_tags(mlflow_run.run_tags(manifest))
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             (ckpt_dir / "mlflow_run_id").write_text(active.info.run_id)
