@@ -50,7 +50,7 @@ def test_mlflow_run_holds_params_curves_images_and_tags(repo):
     root, _ = repo
     client = _client(root)
     run_id = json.loads((root / "models/run.json").read_text())["run_id"]
-    run = client.getrun(run_id)
+    run = client.get_run(run_id)
     assert run.data.params["train.epochs"] == "2"
     assert run.data.tags["dvc_experiment"] == "workspace"
     assert len(run.data.tags["data_manifest_sha256"]) == 64
@@ -85,7 +85,7 @@ def test_registered_model_loads_and_colorizes(repo):
     assert out.shape == photo.shape
     # The network itself is logged with the torch flavor beside it.
     logged = mlflow.search_logged_models(
-        experiment_ids=[client.getrun(run_id).info.experiment_id],
+        experiment_ids=[client.get_run(run_id).info.experiment_id],
         filter_string=f"source_run_id = '{run_id}' AND name = 'model'", output_format="list")
     assert len(logged) == 1
     net = mlflow.pytorch.load_model(logged[0].model_uri)

@@ -50,7 +50,8 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     from colorize.predict.run import predict
 
-    predict(args.inputs, args.out, args.model, args.batch_size)
+    predict(args.inputs, args.out, args.model, args.batch_size,
+            amp="off" if args.fp32 else "auto")
 
 
 def cmd_export(args) -> None:
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint path, models:/colorizer@<alias> or "
                    "runs:/<id>/model (default: models/model.pt, else models:/colorizer@newest)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--fp32", action="store_true",
+                   help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("export", help="export the network to ONNX (needs onnxruntime)")
     p.add_argument("--model", default=None, help="as for predict")

@@ -29,8 +29,12 @@ class Decoded:
     was_gray: bool
 
 
-def decode(data: bytes, max_pixels: int = 50_000_000) -> Decoded:
-    """Decode image bytes to RGB. Raises ImageError('empty'|'unreadable'|'too_large')."""
+def decode(data: bytes, max_pixels: int = 50_000_000, min_side: int = 0) -> Decoded:
+    """Decode image bytes to RGB. Raises ImageError('empty'|'unreadable'|'too_large').
+
+    min_side > 0 lets a large JPEG be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling, several
+    times faster) as long as its short side stays >= min_side.
+    """
     if not data:
         raise ImageError("empty", "0 bytes")
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -38,6 +42,9 @@ def decode(data: bytes, max_pixels: int = 50_000_000) -> Decoded:
         flags = cv2.IMREAD_UNCHANGED
     else:  # JPEG and others: ANYDEPTH|ANYCOLOR applies EXIF orientation and keeps 16-bit
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+        # Small files cannot hold large photos; skip the header read for them.
+        if min_side and data[:2] == b"\xff\xd8" and len(data) > 64_000:
+            flags = _reduced_jpeg_flags(data, min_side, max_pixels) or flags
     try:
         img = cv2.imdecode(buf, flags)
     except cv2.error as e:
@@ -58,10 +65,33 @@ def decode(data: bytes, max_pixels: int = 50_000_000) -> Decoded:
         img = gray[..., :1]
     if img.shape[2] == 1:
         return Decoded(np.repeat(img, 3, axis=2), was_gray=True)
-    rgb = np.ascontiguousarray(img[..., ::-1])  # OpenCV decodes to BGR
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # OpenCV decodes to BGR
     # Gray stored as RGB(A), as some PNG encoders and OpenCV's gray+alpha path produce.
     same = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
     return Decoded(rgb, was_gray=same)
+
+
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def _reduced_jpeg_flags(data: bytes, min_side: int, max_pixels: int) -> int | None:
+    """The strongest JPEG reduction that keeps the short side >= min_side, from the header."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            w, h = im.size
+            if im.mode not in ("RGB", "L", "YCbCr") or w * h > max_pixels:
+                return None  # CMYK and oversize go through the normal path
+    except (UnidentifiedImageError, OSError):
+        return None
+    for factor, flag in _REDUCED:
+        if min(w, h) // factor >= min_side:
+            return flag
+    return None
 
 
 def _composite_on_white(bgra: np.ndarray) -> np.ndarray:
@@ -87,6 +117,8 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     """Resize the short side to `size` (area filter when shrinking) and center-crop a square."""
     h, w = rgb.shape[:2]
+    if h == w == size:
+        return rgb
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC

@@ -31,10 +31,12 @@ def compose(rgb: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray]) -> list[np.ndarray]:
-    """RGB photos (any size, uint8/uint16) -> colorized uint8 RGB at each photo's own size."""
+def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray], amp: str = "auto"
+                   ) -> list[np.ndarray]:
+    """RGB photos (any size, uint8/uint16) -> colorized uint8 RGB at each photo's own size.
+    amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32."""
     if not photos:
         return []
     Ls = np.stack([working_l(p, size) for p in photos])
-    ab = predict_ab(model, Ls, batch_size=len(photos))
+    ab = predict_ab(model, Ls, batch_size=len(photos), amp=amp)
     return [compose(p, a) for p, a in zip(photos, ab, strict=True)]

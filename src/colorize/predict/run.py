@@ -27,7 +27,7 @@ def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 
 def predict(inputs: list[str], out_dir: str, model_spec: str | None = None,
-            batch_size: int = 8) -> dict:
+            batch_size: int = 8, amp: str = "auto") -> dict:
     model, size = resolve(model_spec)
     files = collect(inputs)
     out_root = Path(out_dir)
@@ -41,7 +41,7 @@ def predict(inputs: list[str], out_dir: str, model_spec: str | None = None,
                 batch.append(rel)
             except (OSError, ImageError) as e:
                 skipped.append((str(path), getattr(e, "reason", None) or str(e)))
-        for rel, rgb in zip(batch, colorize_batch(model, size, photos), strict=True):
+        for rel, rgb in zip(batch, colorize_batch(model, size, photos, amp), strict=True):
             target = (out_root / rel).with_suffix(".png")
             save_png(rgb, target)
             written.append(str(target))

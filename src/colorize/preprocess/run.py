@@ -26,7 +26,7 @@ from colorize.preprocess.store import shard_name, write_index, write_shard
 
 def convert(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     """Image bytes -> (3, size, size) float16 L, a, b."""
-    rgb = decode(data, max_pixels).rgb
+    rgb = decode(data, max_pixels, min_side=size).rgb
     small = resize_square(lab.to_float_rgb(rgb), size)
     return lab.rgb_to_lab(small).transpose(2, 0, 1).astype(lab.STORE_DTYPE)
 

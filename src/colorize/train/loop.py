@@ -62,14 +62,15 @@ def seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def validation_loss(model, loader, device, amp) -> float:
+def validation_loss(model, loader, device, amp, loss: str = "mse") -> float:
+    """The training loss over the whole validation split (per-pixel mean)."""
     model.eval()
     total, n = 0.0, 0
     for L, ab in loader:
         L, ab = _to(L, device), _to(ab, device)
         with autocast(device, amp):
             pred = model(L)
-        total += torch.nn.functional.mse_loss(pred.float(), ab, reduction="sum").item()
+        total += LOSSES[loss](pred.float(), ab).item() * ab.numel()
         n += ab.numel()
     return total / max(n, 1)
 
@@ -135,7 +136,7 @@ def fit(settings: Settings, data_dir: str | Path, checkpoint_dir: str | Path,
             if t.max_steps_per_epoch and steps >= t.max_steps_per_epoch:
                 break
         sched.step()
-        val = validation_loss(model, val_loader, device, t.amp)
+        val = validation_loss(model, val_loader, device, t.amp, t.loss)
         if not math.isfinite(val):
             raise DivergedError(f"validation loss is {val} at epoch {epoch}")
         seconds = time.perf_counter() - start

@@ -55,14 +55,24 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """L* (N, H, W) in [0, 100], H and W multiples of 8 -> predicted ab (N, 2, H, W) float32."""
+def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16, amp: str = "off"
+               ) -> np.ndarray:
+    """L* (N, H, W) in [0, 100], H and W multiples of 8 -> predicted ab (N, 2, H, W) float32.
+
+    amp="auto" runs channels_last + bf16 autocast where supported (faster on CPUs with bf16);
+    "off" is plain fp32 (what evaluation uses, so metrics do not depend on the CPU).
+    """
+    from colorize.train.device import autocast
+
     model.eval()
     device = next(model.parameters()).device
+    fmt = torch.channels_last if amp != "off" else torch.contiguous_format
     out = []
     for i in range(0, len(L), batch_size):
         x = torch.from_numpy(np.asarray(L[i:i + batch_size], np.float32))[:, None].to(device)
-        out.append(lab.denormalize_ab(model(lab.normalize_l(x)).float()).cpu().numpy())
+        with autocast(device, amp):
+            y = model(lab.normalize_l(x).contiguous(memory_format=fmt))
+        out.append(lab.denormalize_ab(y.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2, *np.shape(L)[1:]), np.float32)
 
 
