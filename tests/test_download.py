@@ -123,3 +123,24 @@ def test_unreachable_server_is_reported(tmp_path):
         url = s.url
     with pytest.raises(DownloadError, match="cannot connect"):
         download(url, tmp_path / "x.tar.gz", timeout=5)
+
+
+@pytest.mark.slow
+def test_places205_source_through_dvc_stages(tmp_path):
+    """The documented Places205 path: `fetch` downloads the archive (here from loopback), then
+    `prepare` and `preprocess` stream it; the recorded hash guards later downloads."""
+    import json
+
+    from conftest import BIN, make_pipeline_repo, run
+
+    with Server(_archive()) as s:
+        archive = "data/raw/places205/testSetPlaces205_resize.tar.gz"
+        env = make_pipeline_repo(tmp_path, data={"source": "places205", "url": s.url,
+                                                 "path": archive, "val_fraction": 0.3})
+        run([BIN / "dvc", "repro", "preprocess"], tmp_path, env)
+    assert (tmp_path / archive).read_bytes() == s.blob
+    assert (tmp_path / "data/testSetPlaces205_resize.tar.gz.sha256").exists()
+    report = json.loads((tmp_path / "metrics/data.json").read_text())
+    assert report["found"] == 6 and report["used"] == 6
+    stats = json.loads((tmp_path / "data/processed/stats.json").read_text())
+    assert stats["images"] == 6

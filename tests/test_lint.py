@@ -15,5 +15,5 @@ def test_ruff_clean():
     if not ruff.exists() and shutil.which("ruff") is None:
         pytest.skip("ruff not installed (pip install -e '.[dev]')")
     out = subprocess.run([str(ruff) if ruff.exists() else "ruff", "check", "src", "tests",
-                          "bench"], cwd=REPO, capture_output=True, text=True)
+                          "bench", "scripts"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -96,6 +96,25 @@ def test_registered_model_loads_and_colorizes(repo):
     assert grid is not None and grid.shape[1] > 3 * 32 and np.std(grid) > 0
 
 
+def test_predict_accepts_every_model_spec(repo, monkeypatch, tmp_path):
+    from colorize.predict.load import resolve
+    from colorize.predict.photo import colorize_batch
+    from conftest import photo_tiles
+
+    root, _ = repo
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    run_id = json.loads((root / "models/run.json").read_text())["run_id"]
+    photo = photo_tiles(3, 64)[2][:50]
+    outputs = []
+    for spec in (str(root / "models/model.pt"), "models:/colorizer@newest",
+                 f"runs:/{run_id}/model"):
+        model, size = resolve(spec)
+        assert size == 32, spec
+        outputs.append(colorize_batch(model, size, [photo, photo], amp="off")[0])
+    for out in outputs[1:]:
+        assert np.abs(out.astype(int) - outputs[0]).max() <= 1
+
+
 def test_plots_render_offline(repo):
     root, env = repo
     run([BIN / "dvc", "plots", "show", "-o", "dvc_plots"], root, env)

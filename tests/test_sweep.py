@@ -92,3 +92,17 @@ def test_dead_workers_trial_is_failed_after_missed_heartbeats(tmp_path):
     assert fail_stale_trials(study, settings.heartbeat_s) == [orphan.number]
     t = study.trials[0]
     assert t.state == TrialState.FAIL and "no heartbeat" in t.user_attrs["fail_reason"]
+
+
+def test_new_study_starts_with_the_current_params(tmp_path):
+    from colorize.config import Settings
+    from colorize.sweep.study import enqueue_defaults
+
+    settings = Settings(sweep=SweepSettings(storage=str(tmp_path / "j.log")))
+    study = make_study(settings.sweep)
+    enqueue_defaults(study, settings)
+    enqueue_defaults(study, settings)  # only once
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1
+    assert waiting[0].system_attrs["fixed_params"] == {
+        "lr": settings.train.lr, "decoder_width": settings.model.decoder_width}

@@ -106,7 +106,7 @@ def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "m
         if not settings.tracking.log_model:
             return None
         model, size = load_model(model_path)
-        example = np.zeros((1, 1, size, size), np.float32)
+        example = np.zeros((2, 1, size, size), np.float32)  # batch > 1: a dynamic batch dim
         signature = infer_signature(example, model(_t(example)).detach().numpy())
         # The network itself (torch flavor: tensors in, tensors out) ...
         mlflow.pytorch.log_model(model, name="model", input_example=example,

@@ -32,6 +32,20 @@ def resolve(spec: str | None) -> tuple[Colorizer, int]:
     raise ValueError(f"{spec}: not a colorize model or checkpoint")
 
 
+class Exported(torch.nn.Module):
+    """A torch.export graph (traced in eval mode) behind the nn.Module interface predict uses."""
+
+    def __init__(self, graph: torch.nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.graph(L)
+
+    def train(self, mode: bool = True) -> Exported:
+        return self  # the graph is fixed in eval mode; switching modes is not supported
+
+
 def _from_mlflow(uri: str) -> tuple[Colorizer, int]:
     import mlflow
 
@@ -43,6 +57,11 @@ def _from_mlflow(uri: str) -> tuple[Colorizer, int]:
         size = (info.metadata or {}).get("working_size")
         if size is None:  # fall back to the signature's input shape (N, 1, S, S)
             size = info.signature.inputs.inputs[0].shape[-1]
-        return mlflow.pytorch.load_model(uri, map_location="cpu").eval(), int(size)
+        net = mlflow.pytorch.load_model(uri, map_location="cpu")
+        if isinstance(net, torch.export.ExportedProgram):
+            net = net.module()
+        if not isinstance(net, Colorizer):  # MLflow's default "pt2" format: an exported graph
+            net = Exported(net)
+        return net.eval(), int(size)
     service = mlflow.pyfunc.load_model(uri).unwrap_python_model()  # the registered pyfunc
     return service.model, service.size

@@ -55,6 +55,17 @@ def parent_run_id(study: optuna.Study, settings: Settings) -> str:
     return run.info.run_id
 
 
+def enqueue_defaults(study: optuna.Study, base: Settings) -> None:
+    """A new study's first trial runs the current params.yaml values, so the sweep always
+    reports the default configuration beside what it found."""
+    if study.trials or base.model.decoder_width not in base.sweep.decoder_widths:
+        return
+    if not base.sweep.lr_min <= base.train.lr <= base.sweep.lr_max:
+        return
+    study.enqueue_trial({"lr": base.train.lr, "decoder_width": base.model.decoder_width},
+                        user_attrs={"defaults": True})
+
+
 def trial_settings(base: Settings, trial: optuna.Trial) -> Settings:
     sweep = base.sweep
     lr = trial.suggest_float("lr", sweep.lr_min, sweep.lr_max, log=True)
@@ -160,7 +171,9 @@ def run_workers(base: Settings, workers: int, data_dir: str | Path = "data/proce
     """Run `workers` processes on the shared study (in-process when workers == 1)."""
     # Create the study, the MLflow store and the parent run once, before workers race to.
     mlflow_run.setup(base.tracking.experiment)
-    parent_run_id(make_study(base.sweep), base)
+    study = make_study(base.sweep)
+    parent_run_id(study, base)
+    enqueue_defaults(study, base)
     if workers == 1:
         work(base, data_dir)
         return
