@@ -38,3 +38,12 @@ def test_scientific_notation_string_is_a_float():
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_cli_reports_a_bad_parameter_and_exits_2(tmp_path, capsys):
+    from colorize.cli import main
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  lr: -0.1\n")
+    assert main(["--params", str(bad), "prepare"]) == 2
+    assert "train.lr: -0.1 is out of range" in capsys.readouterr().err

@@ -142,5 +142,5 @@ def test_places205_source_through_dvc_stages(tmp_path):
     assert (tmp_path / "data/testSetPlaces205_resize.tar.gz.sha256").exists()
     report = json.loads((tmp_path / "metrics/data.json").read_text())
     assert report["found"] == 6 and report["used"] == 6
-    stats = json.loads((tmp_path / "data/processed/stats.json").read_text())
+    stats = json.loads((tmp_path / "metrics/preprocess.json").read_text())
     assert stats["images"] == 6

@@ -28,7 +28,8 @@ def test_miniplaces_archive_through_prepare_and_preprocess(tmp_path):
     assert report["train"] + report["val"] == report["used"]
     assert 0.08 < report["val"] / report["used"] < 0.10
     stats = preprocess(data, PreprocessSettings(size=64, shard_size=2048),
-                       tmp_path / "interim/manifest.csv", tmp_path / "processed", workers=2)
+                       tmp_path / "interim/manifest.csv", tmp_path / "processed", workers=2,
+                       stats_path=tmp_path / "stats.json")
     assert stats["converted"] == report["used"]
     assert len(LabStore(tmp_path / "processed/train")) == report["train"]
     assert len(LabStore(tmp_path / "processed/val")) == report["val"]

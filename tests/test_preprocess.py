@@ -24,8 +24,10 @@ def _arrays(folder):
 def test_parallel_gives_byte_identical_shards_to_serial(prepared, tmp_path):
     data, manifest = prepared
     settings = PreprocessSettings(size=32, shard_size=3)
-    preprocess(data, settings, manifest, tmp_path / "serial", workers=1)
-    preprocess(data, settings, manifest, tmp_path / "parallel", workers=2)
+    preprocess(data, settings, manifest, tmp_path / "serial", workers=1,
+               stats_path=tmp_path / "s1.json")
+    preprocess(data, settings, manifest, tmp_path / "parallel", workers=2,
+               stats_path=tmp_path / "s2.json")
     serial, parallel = _arrays(tmp_path / "serial"), _arrays(tmp_path / "parallel")
     assert len(serial) > 2 and serial == parallel
 
@@ -33,7 +35,7 @@ def test_parallel_gives_byte_identical_shards_to_serial(prepared, tmp_path):
 def test_store_holds_lab_at_the_working_size(prepared, tmp_path):
     data, manifest = prepared
     preprocess(data, PreprocessSettings(size=32, shard_size=4), manifest, tmp_path / "p",
-               workers=1)
+               workers=1, stats_path=tmp_path / "stats.json")
     train, val = LabStore(tmp_path / "p" / "train"), LabStore(tmp_path / "p" / "val")
     assert len(train) + len(val) == 16
     x = train[len(train) - 1]
@@ -45,15 +47,17 @@ def test_store_holds_lab_at_the_working_size(prepared, tmp_path):
 def test_rerun_after_a_crash_redoes_only_missing_shards(prepared, tmp_path):
     data, manifest = prepared
     settings = PreprocessSettings(size=32, shard_size=4)
-    first = preprocess(data, settings, manifest, tmp_path / "p", workers=1)
+    stats_path = tmp_path / "stats.json"
+    first = preprocess(data, settings, manifest, tmp_path / "p", workers=1, stats_path=stats_path)
     assert first["converted"] == 16
     shards = sorted((tmp_path / "p" / "train").glob("shard-*.npy"))
     before = shards[0].read_bytes()
     shards[0].unlink()  # as if the process died before writing it
     (tmp_path / "p" / "train" / "shard-99999-junk.npy.tmp").write_bytes(b"partial")
-    second = preprocess(data, settings, manifest, tmp_path / "p", workers=1)
+    second = preprocess(data, settings, manifest, tmp_path / "p", workers=1,
+                        stats_path=stats_path)
     assert second["converted"] == 4 and second["reused_from_earlier_run"] == 12
     assert shards[0].read_bytes() == before
     assert not list((tmp_path / "p").rglob("*.tmp"))
-    stats = json.loads((tmp_path / "p" / "stats.json").read_text())
+    stats = json.loads(stats_path.read_text())
     assert stats["images_per_s"] > 0

@@ -20,7 +20,8 @@ def tiny(photo_folder, tmp_path):
     data = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
     prepare(data, tmp_path / "interim", tmp_path / "data.json")
     preprocess(data, PreprocessSettings(size=32, shard_size=8), tmp_path / "interim/manifest.csv",
-               tmp_path / "processed", workers=1)
+               tmp_path / "processed", workers=1,
+               stats_path=tmp_path / "stats.json")
     settings = Settings(data=data, preprocess=PreprocessSettings(size=32),
                         train=TrainSettings(epochs=3, batch_size=4, crop=32, lr=1e-3))
     return settings, tmp_path / "processed"

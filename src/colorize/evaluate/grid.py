@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -20,26 +22,25 @@ def sample_grid(L: np.ndarray, ab_pred: np.ndarray, ab_true: np.ndarray, gap: in
 
 
 def _hstack(tiles, gap):
-    h = tiles[0].shape[0]
-    sep = np.full((h, gap, 3), 255, np.uint8)
-    out = [tiles[0]]
-    for t in tiles[1:]:
-        out += [sep, t]
-    return np.concatenate(out, axis=1)
+    return _join(tiles, gap, axis=1)
 
 
 def _vstack(rows, gap):
-    w = rows[0].shape[1]
-    sep = np.full((gap, w, 3), 255, np.uint8)
-    out = [rows[0]]
-    for r in rows[1:]:
-        out += [sep, r]
-    return np.concatenate(out, axis=0)
+    return _join(rows, gap, axis=0)
 
 
-def save_png(rgb: np.ndarray, path) -> None:
-    from pathlib import Path
+def _join(parts: list[np.ndarray], gap: int, axis: int) -> np.ndarray:
+    """Concatenate images along an axis with white separators `gap` pixels thick."""
+    shape = list(parts[0].shape)
+    shape[axis] = gap
+    sep = np.full(shape, 255, np.uint8)
+    out = [parts[0]]
+    for p in parts[1:]:
+        out += [sep, p]
+    return np.concatenate(out, axis=axis)
 
+
+def save_png(rgb: np.ndarray, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")

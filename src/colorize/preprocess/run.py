@@ -39,7 +39,10 @@ def build_shard(path: str, blobs: list[bytes], size: int, max_pixels: int) -> in
 
 def preprocess(data: DataSettings, settings: PreprocessSettings,
                manifest_path: str | Path = "data/interim/manifest.csv",
-               out_dir: str | Path = "data/processed", workers: int | None = None) -> dict:
+               out_dir: str | Path = "data/processed", workers: int | None = None,
+               stats_path: str | Path = "metrics/preprocess.json") -> dict:
+    """Convert the manifest's images into LAB shards; returns (and writes) throughput stats.
+    Stats live outside out_dir so that the store's content, and its DVC hash, are deterministic."""
     rows = read_manifest(manifest_path)
     out_dir = Path(out_dir)
     workers = settings.workers if workers is None else workers
@@ -74,7 +77,8 @@ def preprocess(data: DataSettings, settings: PreprocessSettings,
     stats = {"images": total, "converted": converted, "reused_from_earlier_run": done_before,
              "seconds": round(seconds, 2), "workers": workers,
              "images_per_s": round(converted / seconds, 1) if converted else None}
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    Path(stats_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n")
     print(f"preprocess: {converted} images converted in {seconds:.1f}s "
           f"({stats['images_per_s']} img/s, {workers} workers); "
           f"{done_before} already done in shards from an earlier run")

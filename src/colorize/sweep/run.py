@@ -6,7 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from colorize.config import Settings
+from colorize.config import ConfigError, Settings
 from colorize.sweep.report import (
     apply_command,
     apply_to_params,
@@ -19,6 +19,8 @@ from colorize.sweep.study import make_study, run_workers
 
 def sweep(settings: Settings, workers: int = 1, apply: bool = False,
           params_path: str = "params.yaml", data_dir: str = "data/processed", **overrides) -> dict:
+    if workers < 1:
+        raise ConfigError(f"--workers: {workers} must be at least 1")
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes:
         settings = dataclasses.replace(settings,
