@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import torch
 from mlflow.models import infer_signature
 from tqdm import tqdm
 
@@ -107,7 +108,8 @@ def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "m
             return None
         model, size = load_model(model_path)
         example = np.zeros((2, 1, size, size), np.float32)  # batch > 1: a dynamic batch dim
-        signature = infer_signature(example, model(_t(example)).detach().numpy())
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
         # The network itself (torch flavor: tensors in, tensors out) ...
         mlflow.pytorch.log_model(model, name="model", input_example=example,
                                  signature=signature, pip_requirements=_requirements(),
@@ -129,21 +131,16 @@ def _log_service(settings: Settings, model_path: str | Path):
     sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
                                         np.zeros((48, 64, 2))]))
     request = image_frame([encode_png(sample)])
-    response = ColorizerService()
-    response.model, response.size = load_model(model_path)
-    signature = infer_signature(request, response.predict(None, request))
+    # The service's own answer to the example request gives the output schema.
+    service = ColorizerService()
+    service.model, service.size = load_model(model_path)
+    signature = infer_signature(request, service.predict(None, request))
     return mlflow.pyfunc.log_model(
         name="colorizer", python_model=ColorizerService(),
         artifacts={"checkpoint": str(model_path)}, input_example=request, signature=signature,
         registered_model_name=settings.tracking.registered_model,
         pip_requirements=_requirements(),
     )
-
-
-def _t(x: np.ndarray):
-    import torch
-
-    return torch.from_numpy(x)
 
 
 def _requirements() -> list[str]:
