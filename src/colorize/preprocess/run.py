@@ -108,30 +108,30 @@ def _shard_batches(data: DataSettings, todo: dict[str, tuple[str, list[dict]]]
 def _run(data: DataSettings, settings: PreprocessSettings,
          todo: dict[str, tuple[str, list[dict]]], workers: int) -> int:
     batches = _shard_batches(data, todo)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="img")
+    args = (settings.size, data.max_pixels)
     converted = 0
-    if workers <= 1:
-        for path, blobs in batches:
-            converted += build_shard(path, blobs, settings.size, data.max_pixels)
-            bar.update(len(blobs))
-        bar.close()
-        return converted
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        running: set[Future] = set()
-        for path, blobs in batches:
-            # Bounded in-flight work: memory stays flat however large the source is.
-            if len(running) >= 2 * workers:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for f in done:
-                    n = f.result()
-                    converted += n
-                    bar.update(n)
-            running.add(pool.submit(build_shard, path, blobs, settings.size, data.max_pixels))
-        for f in running:
-            n = f.result()
+    with tqdm(total=len(todo), desc="preprocess", unit="img") as bar:
+
+        def count(n: int) -> None:
+            nonlocal converted
             converted += n
             bar.update(n)
-    bar.close()
+
+        if workers <= 1:
+            for path, blobs in batches:
+                count(build_shard(path, blobs, *args))
+            return converted
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            running: set[Future] = set()
+            for path, blobs in batches:
+                # Bounded in-flight work: memory stays flat however large the source is.
+                if len(running) >= 2 * workers:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        count(f.result())
+                running.add(pool.submit(build_shard, path, blobs, *args))
+            for f in running:
+                count(f.result())
     return converted
 
 
