@@ -33,13 +33,12 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = None,
-             hash_file: str | os.PathLike | None = None, timeout: float = 60.0) -> Path:
+def download(url: str, dest: str | os.PathLike, hash_file: str | os.PathLike | None = None,
+             timeout: float = 60.0) -> Path:
     """Fetch url to dest (resuming a partial download) and verify it. Returns dest."""
     dest = Path(dest)
     hash_file = Path(hash_file) if hash_file else dest.with_name(dest.name + ".sha256")
-    recorded = expected_sha256 or (hash_file.read_text().split()[0] if hash_file.exists()
-                                   else None)
+    recorded = hash_file.read_text().split()[0] if hash_file.exists() else None
     if dest.exists():
         return dest  # only ever created by the verified move below
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -50,13 +49,13 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the .part file already holds every byte
-            return _verify_and_move(part, dest, have, recorded, hash_file)
+            return _verify_and_move(part, dest, recorded, hash_file)
         raise DownloadError(f"{url}: server answered HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)})") from e
     with response:
         if response.status == 206:
-            total = _total_from_range(response.headers.get("Content-Range"), have)
+            total = _total_from_range(response.headers.get("Content-Range"))
             mode = "ab"
         else:  # 200: the server ignored Range (or nothing was there): start over
             have, mode = 0, "wb"
@@ -77,11 +76,10 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
     size = part.stat().st_size
     if total is not None and size != total:
         raise DownloadError(f"{url}: got {size} of {total} bytes; run again to resume")
-    return _verify_and_move(part, dest, total, recorded, hash_file)
+    return _verify_and_move(part, dest, recorded, hash_file)
 
 
-def _verify_and_move(part: Path, dest: Path, total: int | None, recorded: str | None,
-                     hash_file: Path) -> Path:
+def _verify_and_move(part: Path, dest: Path, recorded: str | None, hash_file: Path) -> Path:
     digest = sha256_of(part)
     if recorded and digest != recorded:
         bad = part.with_name(part.name.replace(".part", ".corrupt"))
@@ -96,7 +94,7 @@ def _verify_and_move(part: Path, dest: Path, total: int | None, recorded: str | 
     return dest
 
 
-def _total_from_range(content_range: str | None, have: int) -> int | None:
+def _total_from_range(content_range: str | None) -> int | None:
     # 'bytes 100-999/1000' -> 1000
     if content_range and "/" in content_range:
         tail = content_range.rsplit("/", 1)[1]

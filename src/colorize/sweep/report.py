@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -75,7 +76,8 @@ def log_to_parent(study: optuna.Study, settings: Settings, best: dict | None) ->
                                                      t.number == best["trial"]).lower())
     with mlflow.start_run(run_id=parent):
         # Tags, not params: a continued study may change n_trials or epochs between calls.
-        mlflow.set_tags({f"sweep.{k}": str(v) for k, v in _sweep_params(settings).items()})
+        mlflow.set_tags({f"sweep.{k}": str(v)
+                         for k, v in dataclasses.asdict(settings.sweep).items()})
         mlflow.log_metric("trials", len(study.trials))
         if best:
             mlflow.log_metric("best_val_loss", best["best_val_loss"])
@@ -104,15 +106,7 @@ def _plots(study: optuna.Study) -> dict:
             plots["param_importances"] = ov.plot_param_importances(study)
         except (RuntimeError, ValueError):  # e.g. a parameter took a single value
             pass
-    return {k: (v[0] if hasattr(v, "__len__") and not hasattr(v, "figure") else v)
-            for k, v in plots.items()}
-
-
-def _sweep_params(settings: Settings) -> dict:
-    s = settings.sweep
-    return {"study": s.study, "n_trials": s.n_trials, "epochs": s.epochs, "lr_min": s.lr_min,
-            "lr_max": s.lr_max, "decoder_widths": list(s.decoder_widths),
-            "sampler_seed": s.sampler_seed, "pruner": s.pruner}
+    return plots
 
 
 def _fmt(v) -> str:

@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import os
 import tempfile
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -141,8 +141,7 @@ def work(base: Settings, data_dir: str | Path = "data/processed", threads: int |
                 return ran
             trial = study.ask()
         ran += 1
-        heartbeat = Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s)
-        with heartbeat if not is_url(sweep.storage) else nullcontext():
+        with Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s):  # no-op for RDB
             state, value, note = _attempt(trial, base, parent, Path(data_dir))
         if state == TrialState.COMPLETE:
             study.tell(trial, value)

@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.models import resnet18
 
 from colorize import lab
+from colorize.train.device import autocast
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -62,8 +63,6 @@ def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16, amp: str =
     amp="auto" runs channels_last + bf16 autocast where supported (faster on CPUs with bf16);
     "off" is plain fp32 (what evaluation uses, so metrics do not depend on the CPU).
     """
-    from colorize.train.device import autocast
-
     model.eval()
     device = next(model.parameters()).device
     fmt = torch.channels_last if amp != "off" else torch.contiguous_format
