@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 import torch
 
+from colorize.device import precision_name
+from colorize.model.network import Colorizer
 from colorize.predict.load import resolve
 from colorize.predict.photo import colorize_batch
-from colorize.train.device import precision_name
-from colorize.train.model import Colorizer
 
 
 def photo(h: int, w: int, seed: int = 0) -> np.ndarray:

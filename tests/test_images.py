@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorize.data.images import ImageError, decode, flat_fraction
+from colorize.data.images import ImageError, decode
+from colorize.imaging import flat_fraction
 from conftest import photo_tiles
 
 

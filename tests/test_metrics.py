@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from colorize import imaging
 from colorize.evaluate import metrics as M
 
 
@@ -52,5 +53,5 @@ def test_colourfulness_hand_value():
     img = np.array([[[255, 0, 0], [0, 0, 0]]], np.uint8)
     std = np.sqrt((255 / 2) ** 2 + (127.5 / 2) ** 2)
     mean = np.sqrt((255 / 2) ** 2 + (127.5 / 2) ** 2)
-    assert M.colourfulness(img) == pytest.approx(std + 0.3 * mean)
-    assert M.colourfulness(np.full((3, 3, 3), 128, np.uint8)) == 0.0
+    assert imaging.colourfulness(img) == pytest.approx(std + 0.3 * mean)
+    assert imaging.colourfulness(np.full((3, 3, 3), 128, np.uint8)) == 0.0

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from colorize.train.model import Colorizer, count_parameters
+from colorize.model.network import Colorizer, count_parameters
 
 
 def _conv(c_in, c_out, k=3):

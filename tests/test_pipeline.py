@@ -68,7 +68,8 @@ def test_registered_model_loads_and_colorizes(repo):
 
     import cv2
 
-    from colorize.predict.service import encode_png, image_frame
+    from colorize.imaging import encode_png
+    from colorize.predict.service import image_frame
     from conftest import photo_tiles
 
     root, _ = repo
@@ -151,7 +152,7 @@ def test_served_model_answers_an_image_over_http(repo):
 
     import cv2
 
-    from colorize.predict.service import encode_png
+    from colorize.imaging import encode_png
     from conftest import photo_tiles
 
     root, env = repo

@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from colorize import lab
+from colorize.model.checkpoint import save_model
+from colorize.model.network import Colorizer
 from colorize.predict.photo import colorize_batch
 from colorize.predict.run import predict
-from colorize.train.model import Colorizer, save_model
 from conftest import photo_tiles
 
 

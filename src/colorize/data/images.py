@@ -125,24 +125,3 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     out = cv2.resize(rgb, (nw, nh), interpolation=interp)
     y, x = (nh - size) // 2, (nw - size) // 2
     return out[y : y + size, x : x + size]
-
-
-def flat_fraction(rgb8: np.ndarray, size: int = 128) -> float:
-    """Share of pixels whose 3x3 neighbourhood is exactly constant, on a nearest-neighbour thumb.
-
-    Camera photos almost never have exactly flat patches (sensor noise, JPEG); drawings and
-    synthetic backgrounds do. Nearest-neighbour sampling keeps the flat regions exact.
-    """
-    h, w = rgb8.shape[:2]
-    s = min(1.0, size / max(h, w))
-    if s < 1.0:
-        rgb8 = cv2.resize(rgb8, (max(3, round(w * s)), max(3, round(h * s))),
-                          interpolation=cv2.INTER_NEAREST)
-    if min(rgb8.shape[:2]) < 3:
-        return 1.0
-    kernel = np.ones((3, 3), np.uint8)
-    flat = np.ones(rgb8.shape[:2], bool)
-    for c in range(3):
-        ch = rgb8[..., c]
-        flat &= cv2.dilate(ch, kernel) == cv2.erode(ch, kernel)
-    return float(flat[1:-1, 1:-1].mean())

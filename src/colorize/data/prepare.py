@@ -17,10 +17,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from colorize.config import DataSettings
-from colorize.data.images import ImageError, decode, flat_fraction, resize_square, to_uint8
+from colorize.data.images import ImageError, decode, resize_square, to_uint8
 from colorize.data.sources import iter_items
 from colorize.data.split import content_id, split_of
-from colorize.evaluate.metrics import colourfulness
+from colorize.imaging import colourfulness, flat_fraction
 
 MANIFEST_FIELDS = ["id", "split", "name", "width", "height", "colourfulness", "flat_fraction",
                    "origin", "licence"]

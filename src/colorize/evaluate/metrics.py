@@ -49,17 +49,3 @@ def ab_error_cmf(lab_true: np.ndarray, lab_pred: np.ndarray) -> np.ndarray:
 def auc(lab_true: np.ndarray, lab_pred: np.ndarray) -> float:
     """Zhang et al.'s AuC: mean of the cumulative ab-error curve over thresholds 0..150."""
     return float(np.mean(ab_error_cmf(lab_true, lab_pred)))
-
-
-def colourfulness(rgb: np.ndarray) -> float:
-    """Hasler and Suesstrunk (2003) M on sRGB 0..255, signed variant.
-
-    rg = R - G, yb = (R + G) / 2 - B (signed, not |.|),
-    M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2).
-    """
-    rgb = rgb.astype(np.float64)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg = r - g
-    yb = 0.5 * (r + g) - b
-    return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2)
-                 + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))

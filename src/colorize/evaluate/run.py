@@ -17,13 +17,14 @@ import torch
 from mlflow.models import infer_signature
 from tqdm import tqdm
 
-from colorize import lab
+from colorize import imaging, lab
 from colorize.config import Settings
 from colorize.evaluate import metrics as M
-from colorize.evaluate.grid import sample_grid, save_png
+from colorize.imaging import sample_grid, save_png
+from colorize.model.checkpoint import load_model
+from colorize.model.network import predict_ab
 from colorize.preprocess.store import LabStore
 from colorize.track import mlflow_run
-from colorize.train.model import load_model, predict_ab
 
 METRICS = ("mse_ab", "psnr", "ssim", "ciede2000", "auc", "colourfulness_ratio")
 
@@ -39,7 +40,7 @@ def image_metrics(L: np.ndarray, ab_true: np.ndarray, ab_pred: np.ndarray) -> di
         "ssim": M.ssim(rgb_true, rgb_pred),
         "ciede2000": M.ciede2000(lab_true, lab_pred),
         "auc": M.auc(lab_true, lab_pred),
-        "colourfulness": M.colourfulness(rgb_pred),
+        "colourfulness": imaging.colourfulness(rgb_pred),
         "colourfulness_true": c_true,
     }
 
@@ -126,7 +127,8 @@ def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "m
 
 
 def _log_service(settings: Settings, model_path: str | Path):
-    from colorize.predict.service import ColorizerService, encode_png, image_frame
+    from colorize.imaging import encode_png
+    from colorize.predict.service import ColorizerService, image_frame
 
     sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
                                         np.zeros((48, 64, 2))]))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from colorize.train.model import Colorizer, load_model
+from colorize.model.checkpoint import load_model
+from colorize.model.network import Colorizer
 
 DEFAULT_MODEL = "models/model.pt"
 

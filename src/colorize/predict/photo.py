@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from colorize import lab
-from colorize.train.model import Colorizer, predict_ab
+from colorize.model.network import Colorizer, predict_ab
 
 
 def working_l(rgb: np.ndarray, size: int) -> np.ndarray:

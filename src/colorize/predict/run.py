@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from colorize.data.images import ImageError, decode
 from colorize.data.sources import is_image_name
-from colorize.evaluate.grid import save_png
+from colorize.imaging import save_png
 from colorize.predict.load import resolve
 from colorize.predict.photo import colorize_batch
 

@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import base64
 
-import cv2
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 
 from colorize.data.images import ImageError, decode
+from colorize.imaging import encode_png
+from colorize.model.checkpoint import load_model
 from colorize.predict.photo import colorize_batch
-from colorize.train.model import load_model
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
 
 
 def image_frame(blobs: list[bytes]) -> pd.DataFrame:

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from colorize.config import Settings
+from colorize.device import autocast, pick_device, precision_name
+from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
 from colorize.train.dataset import LabDataset, train_transform
-from colorize.train.device import autocast, pick_device, precision_name
-from colorize.train.model import Colorizer
 
 # Per-pixel losses on normalized ab. MSE regresses the conditional mean; L1 and Huber the
 # (closer to) conditional median, which stays nearer gray where the colour is ambiguous.

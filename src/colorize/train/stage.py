@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from colorize.config import Settings
-from colorize.evaluate.grid import sample_grid
+from colorize.imaging import sample_grid
+from colorize.model.checkpoint import save_model
+from colorize.model.network import Colorizer, predict_ab
 from colorize.preprocess.store import LabStore
 from colorize.track import mlflow_run
 from colorize.train.loop import Epoch, fit
-from colorize.train.model import Colorizer, predict_ab, save_model
 
 
 def fingerprint(settings: Settings, data_dir: Path) -> str:

@@ -8,15 +8,13 @@ decoder channel count.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
 from colorize import lab
-from colorize.train.device import autocast
+from colorize.device import autocast
 
 
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
@@ -73,22 +71,3 @@ def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16, amp: str =
             y = model(lab.normalize_l(x).contiguous(memory_format=fmt))
         out.append(lab.denormalize_ab(y.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2, *np.shape(L)[1:]), np.float32)
-
-
-def save_model(model: Colorizer, path: str | Path, size: int, meta: dict | None = None) -> None:
-    """The deliverable: best weights plus what is needed to rebuild and use them."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"state_dict": model.state_dict(), "decoder_width": model.decoder_width,
-             "size": size, "meta": meta or {}}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def load_model(path: str | Path) -> tuple[Colorizer, int]:
-    """-> (model in eval mode on CPU, working size)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
-    model = Colorizer(state["decoder_width"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), int(state["size"])

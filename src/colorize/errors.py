@@ -1,0 +1,12 @@
+"""The one kind of error a user can fix: the CLI prints its message and exits with code 2.
+
+Every stage raises a subclass of UserError for a mistake in the user's input (params, paths,
+model specs, data), with a message that names what is wrong and how to fix it. Anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the user's input; the message names the fix."""
