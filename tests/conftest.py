@@ -45,6 +45,14 @@ def write_rgb(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def settings():
+    """The repository's params.yaml: tests override what they need (settings.override)."""
+    from colorize import config
+
+    return config.load(REPO / "params.yaml")
+
+
 @pytest.fixture
 def photo_folder(tmp_path) -> Path:
     """A folder of 16 tiny real photos (48 px), in two subfolders, PNG and JPEG."""
@@ -91,6 +99,7 @@ def make_pipeline_repo(root: Path, **params) -> dict:
     run([BIN / "dvc", "config", "core.analytics", "false"], root, env)
     run([BIN / "dvc", "config", "plots.html_template", "plots/offline.html"], root, env)
     run(["bash", "scripts/offline_plots_template.sh", ".dvc/plots/offline.html"], root, env)
-    ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/checkpoints/", "/sweeps/"]
+    ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/checkpoints/", "/sweeps/",
+               "/logs/", "/.*.lock"]
     (root / ".gitignore").write_text("\n".join(ignored) + "\n")
     return env

@@ -111,10 +111,34 @@ def test_wrong_checksum_is_refused(server, tmp_path):
     assert (tmp_path / "places.tar.gz.corrupt").exists()
 
 
+def test_pinned_hash_is_enforced_without_a_hash_file(server, tmp_path):
+    dest = tmp_path / "places.tar.gz"
+    actual = hashlib.sha256(server.blob).hexdigest()
+    with pytest.raises(DownloadError) as error:
+        download(server.url, dest, expected_sha256="0" * 64)
+    assert str(error.value).startswith(
+        f"places.tar.gz: SHA-256 {actual} does not match the pinned {'0' * 64}; the file was "
+        f"moved to {tmp_path / 'places.tar.gz.corrupt'}.")
+    assert not dest.exists() and (tmp_path / "places.tar.gz.corrupt").read_bytes() == server.blob
+    download(server.url, dest, expected_sha256=actual.upper())
+    assert dest.read_bytes() == server.blob
+    assert not (tmp_path / "places.tar.gz.sha256").exists()  # the pin lives in the code
+
+
+def test_pinned_hash_rechecks_a_file_already_in_place(server, tmp_path):
+    dest = tmp_path / "places.tar.gz"
+    dest.write_bytes(b"an older file")
+    with pytest.raises(DownloadError, match="does not match the pinned"):
+        download(server.url, dest, expected_sha256=hashlib.sha256(server.blob).hexdigest())
+    assert server.requests == [] and not dest.exists()
+    assert (tmp_path / "places.tar.gz.corrupt").read_bytes() == b"an older file"
+
+
 def test_server_error_is_reported(server, tmp_path):
     server.mode = "error"
-    with pytest.raises(DownloadError, match="HTTP 503"):
+    with pytest.raises(DownloadError, match="HTTP 503") as error:
         download(server.url, tmp_path / "x.tar.gz")
+    assert error.value.status == 503
     assert not (tmp_path / "x.tar.gz").exists()
 
 
@@ -142,5 +166,5 @@ def test_places205_source_through_dvc_stages(tmp_path):
     assert (tmp_path / "data/testSetPlaces205_resize.tar.gz.sha256").exists()
     report = json.loads((tmp_path / "metrics/data.json").read_text())
     assert report["found"] == 6 and report["used"] == 6
-    stats = json.loads((tmp_path / "metrics/preprocess.json").read_text())
+    stats = json.loads((tmp_path / "logs/preprocess.json").read_text())
     assert stats["images"] == 6

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from colorize.config import DataSettings, PreprocessSettings
 from colorize.data.prepare import prepare
 from colorize.preprocess.run import preprocess
 from colorize.preprocess.store import LabStore
@@ -17,8 +16,11 @@ pytestmark = [
 ]
 
 
-def test_miniplaces_archive_through_prepare_and_preprocess(tmp_path):
-    data = DataSettings(source="archive", path=str(ARCHIVE), val_fraction=0.0909)
+def test_miniplaces_archive_through_prepare_and_preprocess(settings, tmp_path):
+    s = settings.override(data={"source": "archive", "path": str(ARCHIVE), "val_fraction": 0.0909},
+                          preprocess={"size": 64, "shard_size": 2048, "workers": 2},
+                          train={"crop": 64})
+    data = s.data
     prepare(data, tmp_path / "interim", tmp_path / "data.json")
     report = json.loads((tmp_path / "data.json").read_text())
     assert report["found"] == 11_000
@@ -27,7 +29,7 @@ def test_miniplaces_archive_through_prepare_and_preprocess(tmp_path):
     assert report["rejected_by_reason"].get("near_gray", 0) > 0  # the archive has gray photos
     assert report["train"] + report["val"] == report["used"]
     assert 0.08 < report["val"] / report["used"] < 0.10
-    stats = preprocess(data, PreprocessSettings(size=64, shard_size=2048),
+    stats = preprocess(data, s.preprocess,
                        tmp_path / "interim/manifest.csv", tmp_path / "processed", workers=2,
                        stats_path=tmp_path / "stats.json")
     assert stats["converted"] == report["used"]

@@ -1,15 +1,15 @@
 """The real pipeline end to end: `dvc repro` in a temporary git repository on tiny real photos,
-with a real MLflow SQLite store; then `dvc exp run -S ...`, `dvc metrics show`, `dvc plots show`."""
+with the classification head and a real MLflow SQLite store; then what DVC must keep up to
+date, the run and the registry, every way to name the model, `dvc plots`, and `dvc exp run`."""
 
 import json
-import subprocess
 
 import mlflow
 import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, make_pipeline_repo, run
+from conftest import BIN, make_pipeline_repo, photo_tiles, run
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    env = make_pipeline_repo(root)
+    env = make_pipeline_repo(root, model={"head": "classification"},
+                             train={"rebalance": 0.25})
     run([BIN / "dvc", "repro"], root, env)
     return root, env
 
@@ -27,93 +28,118 @@ def _client(root):
     return mlflow.MlflowClient()
 
 
+def _run_id(root):
+    return json.loads((root / "models/run.json").read_text())["run_id"]
+
+
 def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     root, env = repo
     out = json.loads(run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
     text = json.dumps(out)
-    for key in ("ciede2000", "auc", "psnr", "ssim", "mse_ab", "colourfulness_ratio"):
+    for key in ("ciede2000", "auc_rebalanced", "auc", "psnr", "ssim", "colourfulness_ratio"):
         assert key in text
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"model", "gray", "val_images"}
+    assert metrics["head"] == "classification" and metrics["temperature"] == 0.38
     assert metrics["gray"]["colourfulness_ratio"] == 0.0
     data = json.loads((root / "metrics/data.json").read_text())
     assert data["used"] == 20 and data["train"] + data["val"] == 20
+    rows = (root / "plots/tradeoff.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["gray", "T=1", "T=0.6", "T=0.38", "T=0.2"]
+    # The prior comes from the training split only and is a distribution.
+    prior = np.load(root / "data/prior/ab_prior.npy")
+    assert prior.shape == (262,) and abs(prior.sum() - 1) < 1e-9
+    # run.json holds no absolute path: a clone elsewhere still finds its store.
+    assert str(root) not in (root / "models/run.json").read_text()
 
 
-def test_second_repro_is_up_to_date(repo):
+def test_second_repro_is_up_to_date_and_a_metric_edit_retrains_nothing(repo):
     root, env = repo
-    out = run([BIN / "dvc", "repro"], root, env)
-    assert "up to date" in out.stdout.lower()
+    assert "up to date" in run([BIN / "dvc", "repro"], root, env).stdout.lower()
+    metrics_py = root / "src/colorize/evaluate/metrics.py"
+    original = metrics_py.read_text()
+    metrics_py.write_text(original + "\n# an edit to an evaluation metric\n")
+    try:
+        status = json.loads(run([BIN / "dvc", "status", "--json"], root, env).stdout)
+    finally:
+        metrics_py.write_text(original)
+    assert set(status) == {"evaluate"}, status  # prepare, preprocess, prior, train up to date
 
 
-def test_mlflow_run_holds_params_curves_images_and_tags(repo):
+def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     root, _ = repo
     client = _client(root)
-    run_id = json.loads((root / "models/run.json").read_text())["run_id"]
-    run = client.get_run(run_id)
-    assert run.data.params["train.epochs"] == "2"
-    assert run.data.tags["dvc_experiment"] == "workspace"
-    assert len(run.data.tags["data_manifest_sha256"]) == 64
+    run_id = _run_id(root)
+    r = client.get_run(run_id)
+    assert r.info.run_name.startswith("workspace@")
+    assert r.data.params["train.epochs"] == "2"
+    assert r.data.params["model.head"] == "classification"
+    assert r.data.tags["dvc_experiment"] == "workspace"
+    assert len(r.data.tags["data_manifest_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]
-    assert "eval_model_ciede2000" in run.data.metrics
-    assert "eval_gray_auc" in run.data.metrics
+    assert "eval_model_auc_rebalanced" in r.data.metrics and "eval_gray_auc" in r.data.metrics
+    contexts = sorted(d.tags[0].value for d in r.inputs.dataset_inputs)
+    assert contexts == ["training", "validation"]
     artifacts = {a.path for a in client.list_artifacts(run_id, "samples")}
-    assert {"samples/epoch_001.png", "samples/epoch_002.png", "samples/samples.png"} <= artifacts
-    # The run id is written in a DVC-tracked file, so dvc.lock ties results to the run.
+    assert {"samples/epoch_001.png", "samples/epoch_002.png"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert "evaluation/samples.png" in evaluation and "evaluation/tradeoff.csv" in evaluation
     assert "models/run.json" in (root / "dvc.lock").read_text()
 
 
-def test_registered_model_loads_and_colorizes(repo):
+def test_registered_version_is_described_aliased_and_colorizes(repo):
     import base64
 
     import cv2
 
     from colorize.imaging import encode_png
     from colorize.predict.service import image_frame
-    from conftest import photo_tiles
 
     root, _ = repo
     client = _client(root)
-    version = client.get_model_version_by_alias("colorizer", "newest")
-    run_id = json.loads((root / "models/run.json").read_text())["run_id"]
-    assert version.run_id == run_id
-    # The registered pyfunc takes image files and answers colorized images at full size.
-    service = mlflow.pyfunc.load_model("models:/colorizer@newest")
+    version = client.get_model_version_by_alias("colorizer", "workspace")
+    assert version.run_id == _run_id(root)
+    assert version.tags["pipeline"] == "workspace" and version.tags["head"] == "classification"
+    assert "CIEDE2000" in version.description and "gray" in version.description
+    # The registered pyfunc (logged from code) takes image files, answers full-size images,
+    # and takes the temperature as a request parameter.
+    service = mlflow.pyfunc.load_model("models:/colorizer@workspace")
     photo = photo_tiles(1, 50)[0][:, :45]
-    answer = service.predict(image_frame([encode_png(photo)]))
-    png = base64.b64decode(answer["image"][0])
-    out = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert out.shape == photo.shape
-    # The network itself is logged with the torch flavor beside it.
+    answers = [service.predict(image_frame([encode_png(photo)]), params={"temperature": t})
+               for t in (1.0, 0.2)]
+    outs = [cv2.imdecode(np.frombuffer(base64.b64decode(a["image"][0]), np.uint8),
+                         cv2.IMREAD_COLOR) for a in answers]
+    assert outs[0].shape == photo.shape
+    assert not np.array_equal(outs[0], outs[1])  # T changes the colours
+    with pytest.raises(Exception, match="temperature"):
+        service.predict(image_frame([encode_png(photo)]), params={"temperature": -1.0})
+    # The network itself is logged with the torch flavour beside it.
     logged = mlflow.search_logged_models(
-        experiment_ids=[client.get_run(run_id).info.experiment_id],
-        filter_string=f"source_run_id = '{run_id}' AND name = 'model'", output_format="list")
-    assert len(logged) == 1
+        experiment_ids=[client.get_run(_run_id(root)).info.experiment_id],
+        filter_string=f"source_run_id = '{_run_id(root)}' AND name = 'model'",
+        output_format="list")
     net = mlflow.pytorch.load_model(logged[0].model_uri)
     with torch.no_grad():
-        ab = net(torch.zeros(1, 1, 32, 32))
-    assert ab.shape == (1, 2, 32, 32) and torch.isfinite(ab).all()
-    grid = cv2.imread(str(root / "plots/samples.png"))
-    assert grid is not None and grid.shape[1] > 3 * 32 and np.std(grid) > 0
+        logits = net(torch.zeros(1, 1, 32, 32))
+    assert logits.shape == (1, 262, 16, 16) and torch.isfinite(logits).all()
 
 
-def test_predict_accepts_every_model_spec(repo, monkeypatch, tmp_path):
+def test_predict_accepts_every_model_spec(repo, monkeypatch):
     from colorize.predict.load import resolve
     from colorize.predict.photo import colorize_batch
-    from conftest import photo_tiles
 
     root, _ = repo
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    run_id = json.loads((root / "models/run.json").read_text())["run_id"]
+    monkeypatch.chdir(root / "data")  # a subfolder: the repository is found from its root
     photo = photo_tiles(3, 64)[2][:50]
     outputs = []
-    for spec in (str(root / "models/model.pt"), "models:/colorizer@newest",
-                 f"runs:/{run_id}/model"):
-        model, size = resolve(spec)
-        assert size == 32, spec
-        outputs.append(colorize_batch(model, size, [photo, photo], amp="off")[0])
+    for spec in (None, str(root / "models/model.pt"), "models:/colorizer@workspace",
+                 "models:/colorizer/1", f"runs:/{_run_id(root)}"):
+        found = resolve(spec)
+        assert found.size == 32, spec
+        outputs.append(colorize_batch(found.model, found.size, [photo], amp="off",
+                                      temperature=0.38)[0])
     for out in outputs[1:]:
-        assert np.abs(out.astype(int) - outputs[0]).max() <= 1
+        assert np.array_equal(out, outputs[0])
+    assert not (root / "data" / "mlflow.db").exists()
 
 
 def test_plots_render_offline(repo):
@@ -121,66 +147,24 @@ def test_plots_render_offline(repo):
     run([BIN / "dvc", "plots", "show", "-o", "dvc_plots"], root, env)
     html = (root / "dvc_plots/index.html").read_text()
     assert "<script src=\"http" not in html and "cdn.jsdelivr" not in html
-    assert "samples.png" in html
+    assert "samples.png" in html and "ab_prior.png" in html
+    assert "colourfulness ratio" in html  # axis titles
 
 
-def test_dvc_exp_run_is_its_own_mlflow_run(repo):
+def test_dvc_exp_run_is_its_own_run_and_moves_no_alias(repo):
     root, env = repo
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline"], root, env)
-    run([BIN / "dvc", "exp", "run", "-S", "train.lr=0.0005"], root, env)
-    runs = _client(root).search_runs(
-        [mlflow.get_experiment_by_name("colorize").experiment_id],
-        filter_string="params.`train.lr` = '0.0005'")
-    assert len(runs) == 1
-    assert runs[0].data.tags["dvc_experiment"] not in ("", "workspace")
-    assert "eval_model_auc" in runs[0].data.metrics
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_served_model_answers_an_image_over_http(repo):
-    import base64
-    import time
-    import urllib.request
-
-    import cv2
-
-    from colorize.imaging import encode_png
-    from conftest import photo_tiles
-
-    root, env = repo
-    port = _free_port()
-    env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    server = subprocess.Popen(
-        [BIN / "mlflow", "models", "serve", "-m", "models:/colorizer@newest",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
-                time.sleep(1)
-        photo = photo_tiles(2, 60)[1][:, :41]
-        body = json.dumps({"dataframe_records": [
-            {"image": base64.b64encode(encode_png(photo)).decode()}]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        png = base64.b64decode(answer["predictions"][0]["image"])
-        out = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-        assert out.shape == photo.shape
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    before = _client(root).get_model_version_by_alias("colorizer", "workspace").version
+    run([BIN / "dvc", "exp", "run", "-n", "regression-try", "-S", "model.head=regression"],
+        root, env)
+    client = _client(root)
+    runs = client.search_runs([mlflow.get_experiment_by_name("colorize").experiment_id],
+                              filter_string="params.`model.head` = 'regression'")
+    assert len(runs) == 1 and runs[0].info.run_name == "regression-try"
+    assert runs[0].data.tags["dvc_experiment"] == "regression-try"
+    assert "eval_model_auc_rebalanced" in runs[0].data.metrics
+    assert client.get_model_version_by_alias("colorizer", "workspace").version == before
+    versions = client.search_model_versions("name = 'colorizer' AND tag.pipeline = "
+                                            "'regression-try'")
+    assert len(versions) == 1 and versions[0].tags["head"] == "regression"

@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from colorize.config import DataSettings
-from colorize.data.prepare import prepare, read_manifest
+from colorize.data.manifest import read_manifest
+from colorize.data.prepare import prepare
 from colorize.data.sources import SourceError, iter_items
 from conftest import photo_tiles, write_rgb
+
+
+def _data(settings, **values):
+    return settings.override(data=values).data
 
 
 def _add_bad_files(root):
@@ -47,9 +51,9 @@ EXPECTED = {"empty": 1, "unreadable": 3, "near_gray": 1, "too_small": 1, "drawin
             "duplicate": 1}
 
 
-def test_folder_with_bad_files(photo_folder, tmp_path):
+def test_folder_with_bad_files(settings, photo_folder, tmp_path):
     _add_bad_files(photo_folder)
-    s = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+    s = _data(settings, source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
     res = prepare(s, tmp_path / "interim", tmp_path / "data.json")
     report = json.loads((tmp_path / "data.json").read_text())
     assert report["rejected_by_reason"] == EXPECTED
@@ -80,14 +84,14 @@ def _zip(root, path):
 
 
 @pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
-def test_archive_gives_the_same_split_as_the_folder(photo_folder, tmp_path, kind):
+def test_archive_gives_the_same_split_as_the_folder(settings, photo_folder, tmp_path, kind):
     _add_bad_files(photo_folder)
     archive = (_zip(photo_folder, tmp_path / "a.zip") if kind == "zip"
                else _tar(photo_folder, tmp_path / f"a.{kind}", "w:gz" if kind == "tar.gz" else "w"))
     common = {"val_fraction": 0.3, "min_size": 16}
-    a = prepare(DataSettings(source="archive", path=str(archive), **common),
+    a = prepare(_data(settings, source="archive", path=str(archive), **common),
                 tmp_path / "ia", tmp_path / "a.json")
-    f = prepare(DataSettings(source="folder", path=str(photo_folder), **common),
+    f = prepare(_data(settings, source="folder", path=str(photo_folder), **common),
                 tmp_path / "if", tmp_path / "f.json")
     assert {(r["id"], r["split"]) for r in a.manifest} == {(r["id"], r["split"])
                                                            for r in f.manifest}
@@ -110,16 +114,32 @@ def test_truncated_archive_is_a_clear_error(photo_folder, tmp_path):
         list(iter_items("archive", archive))
 
 
-def test_missing_source_is_a_clear_error(tmp_path):
+def test_missing_source_is_a_clear_error(settings, tmp_path):
     with pytest.raises(SourceError, match="not found"):
-        prepare(DataSettings(source="folder", path=str(tmp_path / "nowhere")), tmp_path)
+        prepare(_data(settings, source="folder", path=str(tmp_path / "nowhere")), tmp_path,
+                tmp_path / "data.json")
 
 
-def test_adding_photos_keeps_existing_assignments(photo_folder, tmp_path):
-    s = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+def test_adding_photos_keeps_existing_assignments(settings, photo_folder, tmp_path):
+    s = _data(settings, source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
     before = {r["id"]: r["split"] for r in prepare(s, tmp_path / "a", tmp_path / "a.json").manifest}
     for i, tile in enumerate(photo_tiles(28, 48)[16:]):
         write_rgb(photo_folder / "added" / f"new{i}.png", tile)
     after = {r["id"]: r["split"] for r in prepare(s, tmp_path / "b", tmp_path / "b.json").manifest}
     assert len(after) == len(before) + 12
     assert all(after[i] == split for i, split in before.items())
+
+
+def test_reencoded_or_resized_copies_are_near_duplicates(settings, photo_folder, tmp_path):
+    original = cv2.imread(str(photo_folder / "sub0" / "img00.jpg"))
+    copies = photo_folder / "zz_copies"  # listed after the original
+    copies.mkdir()
+    cv2.imwrite(str(copies / "requality.jpg"), original, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    cv2.imwrite(str(copies / "smaller.png"), cv2.resize(original, (40, 40),
+                                                        interpolation=cv2.INTER_AREA))
+    s = _data(settings, source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
+    res = prepare(s, tmp_path / "interim", tmp_path / "data.json")
+    near = {r["name"]: r["detail"] for r in res.rejected if r["reason"] == "near_duplicate"}
+    assert set(near) == {"zz_copies/requality.jpg", "zz_copies/smaller.png"}
+    assert all(d.endswith("sub0/img00.jpg") for d in near.values())
+    assert res.report["used"] == 16  # the 16 distinct photos all stay

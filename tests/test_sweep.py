@@ -10,7 +10,6 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from colorize.config import SweepSettings
 from colorize.sweep.storage import fail_stale_trials
 from colorize.sweep.study import make_study
 from conftest import BIN, make_pipeline_repo, run
@@ -24,13 +23,17 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     env = make_pipeline_repo(root, sweep={"epochs": 1, "decoder_widths": [16, 32],
                                           "pruner_warmup_epochs": 0})
-    run([BIN / "dvc", "repro", "preprocess"], root, env)
+    run([BIN / "dvc", "repro", "prior"], root, env)
     return root, env
 
 
-def _study(root):
-    settings = SweepSettings(storage=str(root / JOURNAL))
-    return optuna.load_study(study_name=settings.study, storage=make_study(settings)._storage)
+def _sweep_settings(settings, **values):
+    return settings.override(sweep=values).sweep
+
+
+def _study(root, settings):
+    s = _sweep_settings(settings, storage=str(root / JOURNAL))
+    return optuna.load_study(study_name=s.study, storage=make_study(s)._storage)
 
 
 def _children(root, parent):
@@ -40,10 +43,10 @@ def _children(root, parent):
                               filter_string=f"tags.mlflow.parentRunId = '{parent}'")
 
 
-def test_parallel_workers_then_continue_then_nan_then_apply(repo):
+def test_parallel_workers_then_continue_then_nan_then_apply(repo, settings):
     root, env = repo
     out = run([BIN / "colorize", "sweep", "--workers", "2", "--n-trials", "4"], root, env)
-    study = _study(root)
+    study = _study(root, settings)
     states = [t.state for t in study.trials]
     assert len(states) == 4 and TrialState.RUNNING not in states
     parent = study.user_attrs["mlflow_parent_run_id"]
@@ -54,15 +57,17 @@ def test_parallel_workers_then_continue_then_nan_then_apply(repo):
 
     # Rerunning with a larger budget continues the same study.
     run([BIN / "colorize", "sweep", "--n-trials", "6"], root, env)
-    study = _study(root)
+    study = _study(root, settings)
     assert len(study.trials) == 6 and study.user_attrs["mlflow_parent_run_id"] == parent
 
-    # A diverging trial is recorded with its reason and the sweep completes.
-    study.enqueue_trial({"lr": 1e30, "decoder_width": 16})
+    # A trial that raises (here: an impossible learning rate) is recorded with its reason and
+    # the sweep completes.
+    study.enqueue_trial({"lr": 1e30, "decoder_width": 16, "head": "regression",
+                         "trunk_depth": 2})
     run([BIN / "colorize", "sweep", "--n-trials", "7"], root, env)
-    nan_trial = _study(root).trials[6]
-    assert nan_trial.state == TrialState.FAIL
-    assert "loss is" in nan_trial.user_attrs["fail_reason"]
+    bad_trial = _study(root, settings).trials[6]
+    assert bad_trial.state == TrialState.FAIL
+    assert "train.lr: 1e+30 is out of range" in bad_trial.user_attrs["fail_reason"]
     assert len(_children(root, parent)) == 7
 
     # The best-params file applies through dvc exp and shows up as its own MLflow run.
@@ -77,32 +82,38 @@ def test_parallel_workers_then_continue_then_nan_then_apply(repo):
         filter_string="tags.dvc_experiment != 'workspace' AND params.`train.epochs` = '2'")
     assert any(abs(float(r.data.params["train.lr"]) - lr) / lr < 1e-5 for r in exp_runs)
 
-    # --apply writes the values into params.yaml.
-    run([BIN / "colorize", "sweep", "--n-trials", "7", "--apply"], root, env)
+    # --apply runs nothing: it writes the best trial's values into params.yaml.
+    run([BIN / "colorize", "sweep", "--n-trials", "9", "--apply"], root, env)
+    assert len(_study(root, settings).trials) == 7
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["model"]["decoder_width"] == best["params"]["model.decoder_width"]
+    assert params["model"]["head"] == best["params"]["model.head"]
     assert abs(params["train"]["lr"] - lr) / lr < 1e-9
+    if best["params"]["model.head"] == "classification":  # T was chosen without retraining
+        assert params["evaluate"]["temperature"] == best["params"]["evaluate.temperature"]
 
 
-def test_dead_workers_trial_is_failed_after_missed_heartbeats(tmp_path):
-    settings = SweepSettings(storage=str(tmp_path / "j.log"), heartbeat_s=1)
-    study = make_study(settings)
+def test_dead_workers_trial_is_failed_after_missed_heartbeats(tmp_path, settings):
+    sweep = _sweep_settings(settings, storage=str(tmp_path / "j.log"), heartbeat_s=1)
+    study = make_study(sweep)
     orphan = study.ask()  # RUNNING, and nobody will ever finish or stamp it
     time.sleep(3.5)
-    assert fail_stale_trials(study, settings.heartbeat_s) == [orphan.number]
+    assert fail_stale_trials(study, sweep.heartbeat_s) == [orphan.number]
     t = study.trials[0]
     assert t.state == TrialState.FAIL and "no heartbeat" in t.user_attrs["fail_reason"]
 
 
-def test_new_study_starts_with_the_current_params(tmp_path):
-    from colorize.config import Settings
+def test_new_study_starts_with_the_current_params(tmp_path, settings):
     from colorize.sweep.study import enqueue_defaults
 
-    settings = Settings(sweep=SweepSettings(storage=str(tmp_path / "j.log")))
+    settings = settings.override(sweep={"storage": str(tmp_path / "j.log")})
     study = make_study(settings.sweep)
     enqueue_defaults(study, settings)
     enqueue_defaults(study, settings)  # only once
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1
-    assert waiting[0].system_attrs["fixed_params"] == {
-        "lr": settings.train.lr, "decoder_width": settings.model.decoder_width}
+    fixed = {"lr": settings.train.lr, "decoder_width": settings.model.decoder_width,
+             "head": settings.model.head, "trunk_depth": settings.model.trunk_depth}
+    if settings.model.head == "classification":
+        fixed["rebalance"] = settings.train.rebalance
+    assert waiting[0].system_attrs["fixed_params"] == fixed

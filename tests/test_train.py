@@ -1,14 +1,13 @@
 """Training on tiny real data: best-checkpoint choice and exact resume after an interruption."""
 
-import dataclasses
-
+import numpy as np
 import pytest
 import torch
 
-from colorize.config import DataSettings, PreprocessSettings, Settings, TrainSettings
 from colorize.data.prepare import prepare
+from colorize.preprocess.prior import write_prior
 from colorize.preprocess.run import preprocess
-from colorize.train.loop import fit
+from colorize.train.loop import DivergedError, fit
 
 
 class Interrupted(Exception):
@@ -16,14 +15,16 @@ class Interrupted(Exception):
 
 
 @pytest.fixture
-def tiny(photo_folder, tmp_path):
-    data = DataSettings(source="folder", path=str(photo_folder), val_fraction=0.3, min_size=16)
-    prepare(data, tmp_path / "interim", tmp_path / "data.json")
-    preprocess(data, PreprocessSettings(size=32, shard_size=8), tmp_path / "interim/manifest.csv",
-               tmp_path / "processed", workers=1,
-               stats_path=tmp_path / "stats.json")
-    settings = Settings(data=data, preprocess=PreprocessSettings(size=32),
-                        train=TrainSettings(epochs=3, batch_size=4, crop=32, lr=1e-3))
+def tiny(settings, photo_folder, tmp_path):
+    settings = settings.override(
+        data={"source": "folder", "path": str(photo_folder), "val_fraction": 0.3,
+              "min_size": 16},
+        preprocess={"size": 32, "shard_size": 8, "workers": 1},
+        train={"epochs": 3, "batch_size": 4, "crop": 32, "lr": 1e-3})
+    prepare(settings.data, tmp_path / "interim", tmp_path / "data.json")
+    preprocess(settings.data, settings.preprocess, tmp_path / "interim/manifest.csv",
+               tmp_path / "processed")
+    write_prior(tmp_path / "processed/train", tmp_path / "prior.npy", tmp_path / "prior.png")
     return settings, tmp_path / "processed"
 
 
@@ -60,9 +61,19 @@ def test_interrupted_run_resumes_from_its_checkpoint_exactly(tiny, tmp_path):
 
 def test_finished_run_is_kept_when_training_again(tiny, tmp_path):
     settings, data = tiny
-    short = dataclasses.replace(settings, train=dataclasses.replace(settings.train, epochs=1))
+    short = settings.override(train={"epochs": 1})
     fit(short, data, tmp_path / "ck")
     again = fit(short, data, tmp_path / "ck")
     assert again.resumed_from == 0
     kept = [p for p in tmp_path.iterdir() if p.name.startswith("ck-done-")]
     assert len(kept) == 1 and (kept[0] / "last.pt").exists()
+
+
+def test_a_nan_loss_stops_training_with_its_reason(tiny, tmp_path):
+    settings, data = tiny
+    shard = next((data / "train").glob("shard-*.npy"))
+    arr = np.load(shard)
+    arr[:, 1] = np.nan  # a corrupted store: every a* value is NaN
+    np.save(shard, arr)
+    with pytest.raises(DivergedError, match="loss is nan at epoch 1, step 1"):
+        fit(settings, data, tmp_path / "ck")

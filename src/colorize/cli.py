@@ -1,12 +1,27 @@
-"""The `colorize` command: one subcommand per pipeline stage (what dvc.yaml runs), plus tools."""
+"""colorize: reproducible automatic image colorization.
+
+One subcommand per pipeline stage (what dvc.yaml runs, with its file layout as the defaults),
+plus predict, export, sweep and promote. Mistakes in the input end with one line on stderr
+that names the fix and exit code 2; `predict` exits 1 when it skipped some photos.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+# The DVC layout (dvc.yaml passes nothing: these defaults are its paths).
+RAW = "data/raw"
+INTERIM = "data/interim"
+MANIFEST = "data/interim/manifest.csv"
+PROCESSED = "data/processed"
+PRIOR = "data/prior/ab_prior.npy"
+MODEL = "models/model.pt"
+RUN_FILE = "models/run.json"
 
 
 def _settings(args):
@@ -15,107 +30,237 @@ def _settings(args):
     return config.load(args.params)
 
 
-def cmd_fetch(args) -> None:
+def cmd_fetch(args) -> int:
     from colorize.data.fetch import fetch
 
-    fetch(_settings(args).data)
+    fetch(_settings(args).data, args.raw_dir)
+    return 0
 
 
-def cmd_prepare(args) -> None:
+def cmd_prepare(args) -> int:
     from colorize.data.prepare import prepare
 
-    prepare(_settings(args).data)
+    prepare(_settings(args).data, args.out_dir, args.report)
+    return 0
 
 
-def cmd_preprocess(args) -> None:
+def cmd_preprocess(args) -> int:
     from colorize.preprocess.run import preprocess
 
     s = _settings(args)
-    preprocess(s.data, s.preprocess, workers=args.workers)
+    preprocess(s.data, s.preprocess, args.manifest, args.out, workers=args.workers,
+               stats_path=args.stats)
+    return 0
 
 
-def cmd_train(args) -> None:
-    from colorize.train.stage import run
+def cmd_prior(args) -> int:
+    from colorize.preprocess.prior import write_prior
 
-    run(_settings(args))
+    write_prior(args.train_dir, args.out, args.plot)
+    return 0
 
 
-def cmd_evaluate(args) -> None:
-    from colorize.evaluate.run import evaluate, log_to_mlflow
+def cmd_train(args) -> int:
+    from colorize.train import dist
 
     s = _settings(args)
-    log_to_mlflow(s, evaluate(s))
+    if s.train.nproc > 1 and not dist.launched_by_torchrun():
+        # train.nproc > 1: run this same command under torchrun on this machine.
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={s.train.nproc}", "-m", "colorize.cli", *args.argv]
+        print("launching:", " ".join(cmd[1:]), flush=True)
+        return subprocess.call(cmd)
+    from colorize.train.stage import run
+
+    run(s, data_dir=args.data, prior_path=args.prior, manifest=args.manifest,
+        model_path=args.model, run_file=args.run_file, metrics_path=args.metrics,
+        history_path=args.history, checkpoints=args.checkpoints)
+    return 0
 
 
-def cmd_predict(args) -> None:
+def cmd_evaluate(args) -> int:
+    from colorize.evaluate.run import evaluate
+    from colorize.track.models import log_evaluation
+
+    s = _settings(args)
+    outputs = {"metrics_path": args.metrics, "tradeoff_path": args.tradeoff,
+               "samples_path": args.samples, "curve_path": args.curve}
+    results = evaluate(s, model_path=args.model, data_dir=args.data, prior_path=args.prior,
+                       **outputs)
+    log_evaluation(s, results, run_file=args.run_file, model_path=args.model,
+                   files=list(outputs.values()))
+    return 0
+
+
+def cmd_predict(args) -> int:
     from colorize.predict.run import predict
 
-    predict(args.inputs, args.out, args.model, args.batch_size,
-            amp="off" if args.fp32 else "auto")
+    result = predict(args.inputs, args.out, args.model, args.batch_size,
+                     amp="off" if args.fp32 else "auto", temperature=_temperature(args))
+    return 1 if result["skipped"] else 0
 
 
-def cmd_export(args) -> None:
+def _temperature(args) -> float | None:
+    """--temperature, else the repository's evaluate.temperature, else None (predict then asks
+    for it if the model is a classification one)."""
+    from colorize import config
+    from colorize.paths import find_root
+
+    if args.temperature is not None:
+        try:
+            return config.check_temperature(args.temperature)
+        except ValueError as e:
+            raise config.ConfigError(f"--temperature: {e}") from None
+    root = find_root()
+    if root is not None and (root / "params.yaml").is_file():
+        return config.load(root / "params.yaml").evaluate.temperature
+    return None
+
+
+def cmd_export(args) -> int:
     from colorize.predict.export import export_onnx
 
     export_onnx(args.model, args.out)
+    return 0
 
 
-def cmd_sweep(args) -> None:
+def cmd_sweep(args) -> int:
     from colorize.sweep.run import sweep
 
     sweep(_settings(args), workers=args.workers, apply=args.apply, params_path=args.params,
           n_trials=args.n_trials, epochs=args.epochs, storage=args.storage, study=args.study)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from colorize.track import mlflow_run
+    from colorize.track.models import promote
+
+    s = _settings(args)
+    mlflow_run.setup(s.tracking.experiment)
+    promote(s.tracking.registered_model, args.version,
+            args.alias or s.tracking.champion_alias)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="colorize", description=__doc__, formatter_class=fmt)
+    parser.add_argument("--params", default="params.yaml", help="parameters file")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stage(name, func, help_, description):
+        p = sub.add_parser(name, help=help_, description=description, formatter_class=fmt)
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("fetch", cmd_fetch, "stage 0: obtain the configured source's raw photos",
+              "Reads params data.source/path/url. sample: downloads the pinned offline photos "
+              "into data.path; places205: downloads the archive (resume, checksum); folder / "
+              "archive: nothing to fetch.")
+    p.add_argument("--raw-dir", default=RAW, help="where sources are fetched to")
+    p = stage("prepare", cmd_prepare, "stage 1: check every photo, write the split manifest",
+              "Reads the source at data.path; writes manifest.csv (usable photos, split by "
+              "content hash) and rejected.csv (with reasons) to --out-dir, and the data report.")
+    p.add_argument("--out-dir", default=INTERIM, help="manifest.csv and rejected.csv go here")
+    p.add_argument("--report", default="metrics/data.json", help="data report (counts)")
+    p = stage("preprocess", cmd_preprocess, "stage 2: decode, resize, LAB float16 shards",
+              "Reads the manifest and the source; writes memory-mapped LAB shards per split.")
+    p.add_argument("--manifest", default=MANIFEST)
+    p.add_argument("--out", default=PROCESSED, help="shards: <out>/train, <out>/val")
+    p.add_argument("--stats", default="logs/preprocess.json", help="throughput and reuse")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: params preprocess.workers)")
+    p = stage("prior", cmd_prior, "stage 3: ab prior over the colour bins (training split)",
+              "Reads the training shards only; writes the smoothed ab prior and its picture.")
+    p.add_argument("--train-dir", default=f"{PROCESSED}/train")
+    p.add_argument("--out", default=PRIOR, help="(Q,) float64 .npy")
+    p.add_argument("--plot", default="data/prior/ab_prior.png")
+    p = stage("train", cmd_train, "stage 4: train with checkpoints, log to MLflow",
+              "Reads the shards and the prior; writes the best model, the MLflow run id, "
+              "metrics and the loss history; resumes from models/checkpoints after a crash. "
+              "With params train.nproc > 1 it relaunches itself under torchrun.")
+    p.add_argument("--data", default=PROCESSED)
+    p.add_argument("--prior", default=PRIOR)
+    p.add_argument("--manifest", default=MANIFEST, help="logged as the run's datasets")
+    p.add_argument("--model", default=MODEL, help="best weights (output)")
+    p.add_argument("--run-file", default=RUN_FILE, help="MLflow run id (output)")
+    p.add_argument("--metrics", default="metrics/train.json")
+    p.add_argument("--history", default="plots/train_history.csv")
+    p.add_argument("--checkpoints", default="models/checkpoints")
+    p = stage("evaluate", cmd_evaluate, "stage 5: metrics vs gray; log and register the model",
+              "Reads the model, the validation shards and the prior; writes metrics, the "
+              "temperature trade-off, the sample grid and the AuC curve; adds them and the "
+              "model to the train stage's MLflow run and registers a new version.")
+    p.add_argument("--model", default=MODEL)
+    p.add_argument("--data", default=PROCESSED)
+    p.add_argument("--prior", default=PRIOR)
+    p.add_argument("--run-file", default=RUN_FILE)
+    p.add_argument("--metrics", default="metrics/evaluate.json")
+    p.add_argument("--tradeoff", default="plots/tradeoff.csv")
+    p.add_argument("--samples", default="plots/samples.png")
+    p.add_argument("--curve", default="plots/ab_error_cmf.csv")
+
+    p = stage("predict", cmd_predict, "colorize your own photos at full resolution",
+              "Writes one PNG per photo: a file named on the command line -> OUT/<name>.png, "
+              "a folder -> OUT/<folder>/<path inside>.png (colliding names get -2, -3, ...). "
+              "Bad files are skipped and listed; the exit code is then 1.")
+    p.add_argument("inputs", nargs="+", help="photos and/or folders")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--model", default=None, help="a model file, models:/colorizer@<alias>, "
+                   "models:/colorizer/<version> or runs:/<run id> (default: the repository's "
+                   "models/model.pt, found from the repository root)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="classification head: annealed-mean T, 1 = faithful and pale, smaller "
+                   "= more vivid (default: params evaluate.temperature of the repository)")
+    p.add_argument("--batch-size", type=int, default=8, help="photos per network call")
+    p.add_argument("--fp32", action="store_true",
+                   help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
+    p = stage("export", cmd_export, "export the network and its decoding to ONNX",
+              "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
+              "with onnxruntime.")
+    p.add_argument("--model", default=None, help="as for predict")
+    p.add_argument("--out", default="models/colorizer.onnx", help="ONNX file (output)")
+    p = stage("sweep", cmd_sweep, "Optuna study over learning rate, width and the heads",
+              "Reads params sweep and the preprocessed data; runs (or continues) the study in "
+              "sweep.storage, logs nested MLflow runs, writes sweeps/<study>-best.json.")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="override params sweep.n_trials (the study's total)")
+    p.add_argument("--epochs", type=int, default=None, help="override params sweep.epochs")
+    p.add_argument("--storage", default=None,
+                   help="override params sweep.storage (journal file or RDB URL)")
+    p.add_argument("--study", default=None, help="override params sweep.study")
+    p.add_argument("--apply", action="store_true",
+                   help="run nothing: write the best trial of the existing study to params.yaml")
+    p = stage("promote", cmd_promote, "point @champion at a registered model version",
+              "Sets the alias (params tracking.champion_alias) on VERSION of "
+              "tracking.registered_model; `mlflow models serve` uses it in the README.")
+    p.add_argument("version", help="registered version number (see `mlflow ui`)")
+    p.add_argument("--alias", default=None,
+                   help="alias to set (default: params tracking.champion_alias)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="colorize", description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="parameters file")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    sub.add_parser("fetch", help="stage 0: obtain the configured source's raw data"
-                   ).set_defaults(func=cmd_fetch)
-    sub.add_parser("prepare", help="stage 1: collect images, write the split manifest"
-                   ).set_defaults(func=cmd_prepare)
-    p = sub.add_parser("preprocess", help="stage 2: decode, resize, LAB, sharded arrays")
-    p.add_argument("--workers", type=int, default=None, help="override preprocess.workers")
-    p.set_defaults(func=cmd_preprocess)
-    sub.add_parser("train", help="stage 3: train with checkpoints, log to MLflow"
-                   ).set_defaults(func=cmd_train)
-    sub.add_parser("evaluate", help="stage 4: metrics vs the gray baseline, register the model"
-                   ).set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("predict", help="colorize your own photos at full resolution")
-    p.add_argument("inputs", nargs="+", help="photos and/or folders")
-    p.add_argument("--out", required=True, help="output folder (PNG files)")
-    p.add_argument("--model", default=None, help="checkpoint path, models:/colorizer@<alias> or "
-                   "runs:/<id>/model (default: models/model.pt, else models:/colorizer@newest)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--fp32", action="store_true",
-                   help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
-    p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("export", help="export the network to ONNX (needs onnxruntime)")
-    p.add_argument("--model", default=None, help="as for predict")
-    p.add_argument("--out", default="models/colorizer.onnx")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("sweep", help="Optuna study over train.lr and model.decoder_width")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
-    p.add_argument("--n-trials", type=int, default=None, help="override sweep.n_trials")
-    p.add_argument("--epochs", type=int, default=None, help="override sweep.epochs")
-    p.add_argument("--storage", default=None, help="override sweep.storage (file or RDB URL)")
-    p.add_argument("--study", default=None, help="override sweep.study")
-    p.add_argument("--apply", action="store_true", help="write the best values to params.yaml")
-    p.set_defaults(func=cmd_sweep)
-
-    args = parser.parse_args(argv)
-    from colorize.config import ConfigError
-    from colorize.data.download import DownloadError
-    from colorize.data.sources import SourceError
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    args.argv = argv
+    from colorize.errors import UserError
 
     try:
-        args.func(args)
-    except (ConfigError, SourceError, DownloadError, FileNotFoundError) as e:
+        return args.func(args)
+    except UserError as e:
         print(f"colorize {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    except OSError as e:  # a path that cannot be read or written: the user's to fix
+        where = f": {e.filename}" if e.filename else ""
+        print(f"colorize {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"colorize {args.command}: interrupted; finished work is kept, rerun to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

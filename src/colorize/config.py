@@ -1,271 +1,251 @@
-"""params.yaml -> typed, validated settings. Every error names the offending key."""
+"""params.yaml -> typed, validated settings (pydantic). Every error names the offending key.
+
+params.yaml is the only source of defaults: no field here has a default value, so a key missing
+from the file is an error that names it, and the values the pipeline runs with are exactly the
+ones DVC tracks. Tests and tools start from the repository's params.yaml and override what they
+need with `Settings.override`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
-from dataclasses import dataclass, field, fields
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-SOURCES = ("sample", "folder", "archive", "places205")
-
-
-class ConfigError(ValueError):
-    """A bad value in params.yaml (the message names the key)."""
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    source: str = "sample"
-    path: str = "data/raw/sample"
-    url: str = "http://data.csail.mit.edu/places/places205/testSetPlaces205_resize.tar.gz"
-    val_fraction: float = 0.2
-    min_size: int = 32
-    min_colourfulness: float = 10.0
-    max_flat_fraction: float = 0.09
-    max_pixels: int = 50_000_000
-
-    def check(self) -> None:
-        _choice("data.source", self.source, SOURCES)
-        _range("data.val_fraction", self.val_fraction, 0.0, 1.0, inclusive=False)
-        _range("data.min_size", self.min_size, 1, None)
-        _range("data.min_colourfulness", self.min_colourfulness, 0.0, None)
-        _range("data.max_flat_fraction", self.max_flat_fraction, 0.0, 1.0)
-        _range("data.max_pixels", self.max_pixels, 1, None)
+from colorize.errors import UserError
 
 
-@dataclass(frozen=True)
-class PreprocessSettings:
-    size: int = 192
-    shard_size: int = 512
-    workers: int = 2
-
-    def check(self) -> None:
-        _range("preprocess.size", self.size, 8, 4096)
-        _multiple("preprocess.size", self.size, 8)
-        _range("preprocess.shard_size", self.shard_size, 1, None)
-        _range("preprocess.workers", self.workers, 1, 256)
+class ConfigError(UserError, ValueError):
+    """A bad or missing value in params.yaml (the message starts with the key)."""
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    decoder_width: int = 128
-
-    def check(self) -> None:
-        _range("model.decoder_width", self.decoder_width, 4, 2048)
-        _multiple("model.decoder_width", self.decoder_width, 4)
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # YAML's true/false must not pass as 1.0 / 0.0
+        raise ValueError("expected a number, got a boolean")
+    return value
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    seed: int = 0
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"
-    loss: str = "mse"
-    crop: int = 128
-    crop_scale_min: float = 0.3
-    amp: str = "auto"
-    device: str = "auto"
-    num_workers: int = 0
-    max_steps_per_epoch: int = 0
-
-    def check(self) -> None:
-        _range("train.epochs", self.epochs, 1, None)
-        _range("train.batch_size", self.batch_size, 1, None)
-        _range("train.lr", self.lr, 0.0, 10.0, inclusive=False)
-        _range("train.weight_decay", self.weight_decay, 0.0, None)
-        _choice("train.lr_schedule", self.lr_schedule, ("cosine", "constant"))
-        _choice("train.loss", self.loss, ("mse", "l1", "huber"))
-        _range("train.crop", self.crop, 8, 4096)
-        _multiple("train.crop", self.crop, 8)
-        _range("train.crop_scale_min", self.crop_scale_min, 0.0, 1.0)
-        _choice("train.amp", self.amp, ("auto", "off"))
-        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        _range("train.num_workers", self.num_workers, 0, 64)
-        _range("train.max_steps_per_epoch", self.max_steps_per_epoch, 0, None)
+# A finite float; YAML reads '1e-3' (no dot) as a string, which pydantic parses.
+Number = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1)]
 
 
-@dataclass(frozen=True)
-class EvaluateSettings:
-    batch_size: int = 16
-    grid_images: int = 8
-
-    def check(self) -> None:
-        _range("evaluate.batch_size", self.batch_size, 1, None)
-        _range("evaluate.grid_images", self.grid_images, 1, 64)
+def _multiple_of_8(value: int) -> int:
+    if value % 8:
+        raise ValueError(f"{value} must be a multiple of 8 (the trunk downsamples by 8)")
+    return value
 
 
-@dataclass(frozen=True)
-class TrackingSettings:
-    experiment: str = "colorize"
-    registered_model: str = "colorizer"
-    alias: str = "newest"
-    log_model: bool = True
+Multiple8 = Annotated[StrictInt, Field(ge=8, le=4096), AfterValidator(_multiple_of_8)]
 
-    def check(self) -> None:
-        if not self.experiment:
-            raise ConfigError("tracking.experiment: must not be empty")
-        if not self.registered_model:
-            raise ConfigError("tracking.registered_model: must not be empty")
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSettings(Section):
+    source: Literal["sample", "folder", "archive", "places205"]
+    path: Name
+    url: Name
+    val_fraction: Annotated[Number, Field(gt=0, lt=1)]
+    min_size: Annotated[StrictInt, Field(ge=1)]
+    min_colourfulness: Annotated[Number, Field(ge=0)]
+    max_flat_fraction: Annotated[Number, Field(ge=0, le=1)]
+    max_pixels: Annotated[StrictInt, Field(ge=1)]
+
+
+class PreprocessSettings(Section):
+    size: Multiple8
+    shard_size: Annotated[StrictInt, Field(ge=1)]
+    workers: Annotated[StrictInt, Field(ge=1, le=256)]
+
+
+class ModelSettings(Section):
+    head: Literal["regression", "classification"]
+    trunk_depth: Literal[2, 3, 4]
+    decoder_width: Annotated[StrictInt, Field(ge=4, le=2048, multiple_of=4)]
+
+
+class TrainSettings(Section):
+    seed: StrictInt
+    epochs: Annotated[StrictInt, Field(ge=1)]
+    batch_size: Annotated[StrictInt, Field(ge=1)]
+    lr: Annotated[Number, Field(gt=0, lt=10)]
+    weight_decay: Annotated[Number, Field(ge=0)]
+    lr_schedule: Literal["cosine", "constant"]
+    loss: Literal["mse", "l1", "huber"]
+    rebalance: Annotated[Number, Field(ge=0, le=0.99)]
+    crop: Multiple8
+    crop_scale_min: Annotated[Number, Field(gt=0, le=1)]
+    amp: Literal["auto", "off"]
+    device: Literal["auto", "cpu", "cuda"]
+    num_workers: Annotated[StrictInt, Field(ge=0, le=64)]
+    max_steps_per_epoch: Annotated[StrictInt, Field(ge=0)]
+    warmup_steps: Annotated[StrictInt, Field(ge=0)]
+    grad_clip: Annotated[Number, Field(ge=0)]  # max gradient norm; 0 = off
+    compile: StrictBool
+    nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
+
+
+def check_temperature(value: float) -> float:
+    """Annealed-mean temperature: 1 gives the mean colour, towards 0 the most likely one."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0 < value <= 100):
+        raise ValueError(f"{value!r} must be a temperature in (0, 100] "
+                         "(1 = mean colour, smaller = more vivid)")
+    return float(value)
+
+
+Temperature = Annotated[Number, AfterValidator(check_temperature)]
+
+
+class EvaluateSettings(Section):
+    batch_size: Annotated[StrictInt, Field(ge=1)]
+    grid_images: Annotated[StrictInt, Field(ge=1, le=64)]
+    temperature: Temperature  # the operating point: headline metrics, served default
+    temperatures: Annotated[tuple[Temperature, ...], Field(min_length=1)]  # the trade-off plot
+
+
+class TrackingSettings(Section):
+    experiment: Name
+    registered_model: Name
+    alias: Name  # moved by `dvc repro` in the workspace to the version it produced
+    champion_alias: Name  # set by `colorize promote VERSION`; what the README serves
+    log_model: StrictBool
+
+    @field_validator("alias", "champion_alias")
+    @classmethod
+    def _alias(cls, v: str) -> str:
         # MLflow reserves 'latest' and 'v<N>' as version references.
-        if self.alias == "latest" or (self.alias[:1] == "v" and self.alias[1:].isdigit()):
-            raise ConfigError(f"tracking.alias: {self.alias!r} is reserved by MLflow")
+        if v.lower() == "latest" or (v[:1] == "v" and v[1:].isdigit()):
+            raise ValueError(f"{v!r} is reserved by MLflow")
+        return v
 
 
-@dataclass(frozen=True)
-class SweepSettings:
-    study: str = "colorize-sweep"
-    storage: str = "sweeps/journal.log"  # a journal file, or an RDB URL for many machines
-    n_trials: int = 8  # total for the study: a rerun with a higher number continues it
-    epochs: int = 10
-    lr_min: float = 1e-4
-    lr_max: float = 1e-2
-    decoder_widths: tuple[int, ...] = (32, 64, 128, 256)
-    sampler_seed: int = 0
-    pruner: str = "median"
-    pruner_warmup_epochs: int = 3
-    heartbeat_s: int = 30
+class SweepSettings(Section):
+    study: Name
+    storage: Name  # a journal file, or an RDB URL for many machines
+    n_trials: Annotated[StrictInt, Field(ge=1)]  # the study's total: a rerun continues it
+    epochs: Annotated[StrictInt, Field(ge=1)]
+    metric: Literal["ciede2000", "auc", "auc_rebalanced", "val_loss"]  # the objective
+    lr_min: Annotated[Number, Field(gt=0, lt=10)]
+    lr_max: Annotated[Number, Field(gt=0, lt=10)]
+    decoder_widths: Annotated[tuple[Annotated[StrictInt, Field(ge=4, le=2048, multiple_of=4)],
+                                    ...], Field(min_length=1)]
+    heads: Annotated[tuple[Literal["regression", "classification"], ...], Field(min_length=1)]
+    trunk_depths: Annotated[tuple[Literal[2, 3, 4], ...], Field(min_length=1)]
+    rebalance_min: Annotated[Number, Field(ge=0, le=0.99)]
+    rebalance_max: Annotated[Number, Field(ge=0, le=0.99)]
+    sampler_seed: StrictInt
+    pruner: Literal["median", "none"]
+    pruner_warmup_epochs: Annotated[StrictInt, Field(ge=0)]
+    heartbeat_s: Annotated[StrictInt, Field(ge=1)]
 
-    def check(self) -> None:
-        if not self.study:
-            raise ConfigError("sweep.study: must not be empty")
-        _range("sweep.n_trials", self.n_trials, 1, None)
-        _range("sweep.epochs", self.epochs, 1, None)
-        _range("sweep.lr_min", self.lr_min, 0.0, 10.0, inclusive=False)
-        _range("sweep.lr_max", self.lr_max, self.lr_min, 10.0)
-        if not self.decoder_widths:
-            raise ConfigError("sweep.decoder_widths: must list at least one width")
-        for w in self.decoder_widths:
-            _range("sweep.decoder_widths", w, 4, 2048)
-            _multiple("sweep.decoder_widths", w, 4)
-        _choice("sweep.pruner", self.pruner, ("median", "none"))
-        _range("sweep.pruner_warmup_epochs", self.pruner_warmup_epochs, 0, None)
-        _range("sweep.heartbeat_s", self.heartbeat_s, 1, None)
+    @model_validator(mode="after")
+    def _ranges(self) -> SweepSettings:
+        if self.lr_max < self.lr_min:
+            raise ValueError(f"sweep.lr_max: {self.lr_max} is below sweep.lr_min "
+                             f"{self.lr_min}")
+        if self.rebalance_max < self.rebalance_min:
+            raise ValueError(f"sweep.rebalance_max: {self.rebalance_max} is below "
+                             f"sweep.rebalance_min {self.rebalance_min}")
+        if self.metric == "val_loss" and len(set(self.heads)) > 1:
+            raise ValueError("sweep.metric: val_loss cannot compare the regression and "
+                             "classification heads (different losses); use ciede2000, auc or "
+                             "auc_rebalanced, or sweep one head")
+        return self
 
 
-@dataclass(frozen=True)
-class Settings:
-    data: DataSettings = field(default_factory=DataSettings)
-    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
-    tracking: TrackingSettings = field(default_factory=TrackingSettings)
-    sweep: SweepSettings = field(default_factory=SweepSettings)
+class Settings(Section):
+    data: DataSettings
+    preprocess: PreprocessSettings
+    model: ModelSettings
+    train: TrainSettings
+    evaluate: EvaluateSettings
+    tracking: TrackingSettings
+    sweep: SweepSettings
 
-    def check(self) -> None:
-        for f in fields(self):
-            getattr(self, f.name).check()
+    @model_validator(mode="after")
+    def _crop_fits(self) -> Settings:
         if self.train.crop > self.preprocess.size:
-            raise ConfigError(
-                f"train.crop: {self.train.crop} is larger than preprocess.size "
-                f"{self.preprocess.size}"
-            )
+            raise ValueError(f"train.crop: {self.train.crop} is larger than preprocess.size "
+                             f"{self.preprocess.size}")
+        return self
 
     def flat(self) -> dict[str, Any]:
         """Flattened 'section.key' -> value, as logged to MLflow."""
-        return {
-            f"{section}.{k}": v
-            for section, values in dataclasses.asdict(self).items()
-            for k, v in values.items()
-        }
+        return {f"{section}.{k}": v for section, values in self.model_dump().items()
+                for k, v in values.items()}
+
+    def override(self, **sections: dict[str, Any]) -> Settings:
+        """A validated copy with some values replaced: override(train={"epochs": 3})."""
+        raw = self.model_dump()
+        for section, values in sections.items():
+            if section not in raw:
+                raise ConfigError(f"{section}: unknown section (expected one of {sorted(raw)})")
+            raw[section] = {**raw[section], **values}
+        return from_dict(raw)
 
 
-def from_dict(raw: dict[str, Any] | None, extra_sections: tuple[str, ...] = ()) -> Settings:
-    """Build settings from a params mapping; unknown keys and wrong types are errors."""
-    raw = raw or {}
+def from_dict(raw: Any) -> Settings:
+    """Validate a params mapping; raises ConfigError naming the first bad key."""
     if not isinstance(raw, dict):
-        raise ConfigError("params.yaml: top level must be a mapping of sections")
-    known = {f.name: f for f in fields(Settings)}
-    for section in raw:
-        if section not in known and section not in extra_sections:
-            raise ConfigError(f"{section}: unknown section (expected one of {sorted(known)})")
-    parts = {}
-    for name, f in known.items():
-        values = raw.get(name) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"{name}: must be a mapping, got {type(values).__name__}")
-        parts[name] = _build(f.default_factory, name, values)
-    settings = Settings(**parts)
-    settings.check()
-    return settings
+        raise ConfigError("params.yaml: the top level must be a mapping of sections "
+                          "(data, preprocess, model, train, evaluate, tracking, sweep)")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e.errors()[0])) from None
+
+
+def _describe(error: dict) -> str:
+    loc = [str(part) for part in error["loc"]]
+    kind, msg = error["type"], error["msg"]
+    if len(loc) > 2 and loc[-1].isdigit():  # an item of a list: name the list
+        loc = loc[:-1]
+    key = ".".join(loc) or "params.yaml"
+    if kind == "missing":
+        return (f"{key}: missing from params.yaml (add it; the repository's params.yaml "
+                f"lists every key with its default)")
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            return f"{key}: unknown section (expected one of {sorted(Settings.model_fields)})"
+        section = Settings.model_fields[loc[0]].annotation
+        return f"{key}: unknown key (expected one of {sorted(section.model_fields)})"
+    if kind == "value_error":  # our own validators: the message states the value
+        msg = msg.removeprefix("Value error, ")
+        return msg if re.match(r"\w+\.\w+: ", msg) else f"{key}: {msg}"
+    value = error.get("input")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{key}: {value!r} is out of range ({msg.lower()})"
+    if isinstance(value, dict | list | tuple) and len(repr(value)) > 60:
+        return f"{key}: {msg}"
+    return f"{key}: {msg} (got {value!r})"
 
 
 def load(path: str | os.PathLike = "params.yaml") -> Settings:
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: parameters file not found")
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found (run from the repository root, "
+                          "or pass --params PATH)")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
     return from_dict(raw)
-
-
-def load_raw(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text()) or {}
-
-
-def _build(cls, section: str, values: dict[str, Any]):
-    by_name = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in by_name:
-            raise ConfigError(f"{section}.{key}: unknown key (expected one of {sorted(by_name)})")
-        default = getattr(cls(), key)
-        kwargs[key] = _coerce(f"{section}.{key}", value, type(default))
-    return cls(**kwargs)
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if kind is tuple:
-        if not isinstance(value, list | tuple) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{key}: expected a list of integers, got {value!r}")
-        return tuple(value)
-    if kind is float:
-        if isinstance(value, str):  # YAML reads '1e-3' (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _range(key, value, lo, hi, inclusive=True):
-    ok_lo = lo is None or (value >= lo if inclusive else value > lo)
-    ok_hi = hi is None or (value <= hi if inclusive else value < hi)
-    if not (ok_lo and ok_hi):
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
-        bounds = f"[{lo_s}, {hi_s}]" if inclusive else f"({lo_s}, {hi_s})"
-        raise ConfigError(f"{key}: {value!r} is out of range {bounds}")
-
-
-def _multiple(key, value, m):
-    if value % m:
-        raise ConfigError(f"{key}: {value} must be a multiple of {m} (the trunk downsamples by 8)")
-
-
-def _choice(key, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")

@@ -13,9 +13,10 @@ from colorize.config import DataSettings
 from colorize.data.download import download
 from colorize.data.sample import fetch_sample
 from colorize.data.sources import SourceError
+from colorize.files import write_text
 
 
-def fetch(data: DataSettings, raw_dir: str | Path = "data/raw") -> Path:
+def fetch(data: DataSettings, raw_dir: str | Path) -> Path:
     target = Path(raw_dir) / data.source
     if data.source == "sample":
         fetch_sample(data.path)
@@ -27,9 +28,9 @@ def fetch(data: DataSettings, raw_dir: str | Path = "data/raw") -> Path:
         download(data.url, path, hash_file=Path("data") / f"{path.name}.sha256")
     else:
         if not Path(data.path).exists():
-            raise SourceError(f"data.path: {data.path} not found")
+            raise SourceError(f"data.path: {data.path} not found (point it at a folder or a "
+                              f"tar/zip archive of your photos)")
         target.mkdir(parents=True, exist_ok=True)
-        (target / "README.txt").write_text(
-            f"Nothing to fetch for data.source={data.source}: photos are read from "
-            f"{data.path}.\n")
+        write_text(target / "README.txt", f"Nothing to fetch for data.source={data.source}: "
+                   f"photos are read from {data.path}.\n")
     return target

@@ -37,6 +37,7 @@ def decode(data: bytes, max_pixels: int = 50_000_000, min_side: int = 0) -> Deco
     """
     if not data:
         raise ImageError("empty", "0 bytes")
+    _refuse_from_header(data, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     if data[:4] in _ALPHA_MAGIC:
         flags = cv2.IMREAD_UNCHANGED
@@ -65,10 +66,25 @@ def decode(data: bytes, max_pixels: int = 50_000_000, min_side: int = 0) -> Deco
         img = gray[..., :1]
     if img.shape[2] == 1:
         return Decoded(np.repeat(img, 3, axis=2), was_gray=True)
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # OpenCV decodes to BGR
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # OpenCV decodes to BGR; in place
     # Gray stored as RGB(A), as some PNG encoders and OpenCV's gray+alpha path produce.
     same = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
     return Decoded(rgb, was_gray=same)
+
+
+def _refuse_from_header(data: bytes, max_pixels: int) -> None:
+    """Refuse an oversize image from its header, before decoding allocates it."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return  # unknown to PIL, or beyond its own bomb limit: decoding decides
+    if w * h > max_pixels:
+        raise ImageError("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
 
 
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from colorize.errors import UserError
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif"}
 SAMPLE_MANIFEST = "SOURCES.csv"
 
@@ -27,7 +29,7 @@ class Item:
     licence: str = ""
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError):
     """The source itself (not one image) cannot be read."""
 
 
@@ -51,7 +53,7 @@ def iter_items(kind: str, path: str | os.PathLike, names: Iterable[str] | None =
 def _iter_folder(root: Path, wanted: set[str] | None, origins: dict[str, tuple[str, str]]
                  ) -> Iterator[Item]:
     if not root.is_dir():
-        raise SourceError(f"{root}: folder not found")
+        raise SourceError(f"{root}: folder not found (set data.path to a folder of photos)")
     if wanted is not None:  # random access: no need to walk the tree
         names = sorted(wanted)
     else:
@@ -71,7 +73,7 @@ def _iter_folder(root: Path, wanted: set[str] | None, origins: dict[str, tuple[s
 
 def _iter_archive(path: Path, wanted: set[str] | None) -> Iterator[Item]:
     if not path.is_file():
-        raise SourceError(f"{path}: archive not found")
+        raise SourceError(f"{path}: archive not found (set data.path to a tar or zip of photos)")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():

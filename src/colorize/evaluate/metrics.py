@@ -1,13 +1,15 @@
-"""Colorization metrics on LAB / RGB images. Definitions follow ../shared/notes/colorization.md.
+"""Colorization metrics on LAB / RGB images. Definitions follow ../shared/notes/colorization.md;
+standard ones come from scikit-image. Colourfulness lives in colorize.imaging (prepare uses it).
 
-Every function takes one image (H, W, 3) and returns a float; evaluate.py averages over images.
+Per-image functions take one image (H, W, 3) and return a float; `ErrorCurve` accumulates the
+cumulative ab-error curve behind AuC over all pixels of all images, plain or rebalanced.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from skimage.color import deltaE_ciede2000
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 AUC_THRESHOLDS = np.arange(0, 151, dtype=np.float64)  # Zhang et al. 2016: 0..150 step 1
 
@@ -18,10 +20,11 @@ def mse_ab(lab_true: np.ndarray, lab_pred: np.ndarray) -> float:
     return float(np.mean(d**2))
 
 
-def psnr(rgb_true: np.ndarray, rgb_pred: np.ndarray, data_range: float = 255.0) -> float:
-    """PSNR in dB over all RGB values (uint8 images, data range 255). Identical -> inf."""
-    mse = np.mean((rgb_true.astype(np.float64) - rgb_pred.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+def psnr(rgb_true: np.ndarray, rgb_pred: np.ndarray) -> float:
+    """PSNR in dB over all RGB values of uint8 images (data range 255). Identical -> inf."""
+    if np.array_equal(rgb_true, rgb_pred):
+        return float("inf")
+    return float(peak_signal_noise_ratio(rgb_true, rgb_pred, data_range=255))
 
 
 def ssim(rgb_true: np.ndarray, rgb_pred: np.ndarray) -> float:
@@ -38,14 +41,35 @@ def ciede2000(lab_true: np.ndarray, lab_pred: np.ndarray) -> float:
                                           lab_pred.astype(np.float64))))
 
 
-def ab_error_cmf(lab_true: np.ndarray, lab_pred: np.ndarray) -> np.ndarray:
-    """CMF(t) for t = 0..150: share of pixels with ||ab_pred - ab_true||_2 <= t."""
-    d = np.linalg.norm(lab_true[..., 1:].astype(np.float64)
-                       - lab_pred[..., 1:].astype(np.float64), axis=-1).ravel()
-    d.sort()
-    return np.searchsorted(d, AUC_THRESHOLDS, side="right") / d.size
+def ab_error(lab_true: np.ndarray, lab_pred: np.ndarray) -> np.ndarray:
+    """Per-pixel ||ab_pred - ab_true||_2."""
+    return np.linalg.norm(lab_true[..., 1:].astype(np.float64)
+                          - lab_pred[..., 1:].astype(np.float64), axis=-1)
 
 
-def auc(lab_true: np.ndarray, lab_pred: np.ndarray) -> float:
-    """Zhang et al.'s AuC: mean of the cumulative ab-error curve over thresholds 0..150."""
-    return float(np.mean(ab_error_cmf(lab_true, lab_pred)))
+class ErrorCurve:
+    """CMF(t) for t = 0..150: the (weighted) share of pixels with ab error <= t, over every
+    pixel added. AuC (Zhang et al.) is its mean over the thresholds. With weights 1/p of each
+    pixel's true ab bin it is the rebalanced AuC (their section 3.1): every colour counts
+    as much as every other, so rare saturated colours are not drowned by gray ones."""
+
+    def __init__(self):
+        self.hist = np.zeros(len(AUC_THRESHOLDS) + 1)  # last bin: errors above 150
+
+    def add(self, error: np.ndarray, weight: np.ndarray | None = None) -> None:
+        cells = np.minimum(np.ceil(error.ravel()), len(AUC_THRESHOLDS)).astype(np.int64)
+        w = None if weight is None else weight.ravel().astype(np.float64)
+        self.hist += np.bincount(cells, weights=w, minlength=len(self.hist))
+
+    def cmf(self) -> np.ndarray:
+        return np.cumsum(self.hist)[:-1] / max(self.hist.sum(), 1e-300)
+
+    def auc(self) -> float:
+        return float(np.mean(self.cmf()))
+
+
+def auc(lab_true: np.ndarray, lab_pred: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """AuC of one image (plain, or weighted per pixel)."""
+    curve = ErrorCurve()
+    curve.add(ab_error(lab_true, lab_pred), weight)
+    return curve.auc()

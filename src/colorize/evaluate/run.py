@@ -1,152 +1,147 @@
 """The `evaluate` stage: metrics on the validation split for the model and the gray baseline.
+It measures, nothing else (MLflow logging and registration belong to colorize.track).
 
-Writes metrics/evaluate.json ({"model": {...}, "gray": {...}}, read by `dvc metrics show`),
-plots/samples.png (gray | prediction | ground truth) and plots/ab_error_cmf.csv (the curve behind
-AuC), then logs them, the model and its registry alias to the run the train stage opened.
+Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
+  metrics   (metrics/evaluate.json)    {"model": {...}, "gray": {...}, ...} for `dvc metrics`;
+                                       the model at evaluate.temperature for the classification head
+  tradeoff  (plots/tradeoff.csv)       one row per temperature (classification) or the model,
+                                       and gray: colourfulness against CIEDE2000, AuC, ...
+  samples   (plots/samples.png)        gray input | prediction(s) | ground truth, labelled
+  curve     (plots/ab_error_cmf.csv)   cumulative ab-error curve behind AuC, model vs gray
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
-from mlflow.models import infer_signature
 from tqdm import tqdm
 
 from colorize import imaging, lab
 from colorize.config import Settings
 from colorize.evaluate import metrics as M
-from colorize.imaging import sample_grid, save_png
+from colorize.files import write_csv, write_json
+from colorize.model import bins
 from colorize.model.checkpoint import load_model
-from colorize.model.network import predict_ab
+from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
-from colorize.track import mlflow_run
 
-METRICS = ("mse_ab", "psnr", "ssim", "ciede2000", "auc", "colourfulness_ratio")
-
-
-def image_metrics(L: np.ndarray, ab_true: np.ndarray, ab_pred: np.ndarray) -> dict[str, float]:
-    """All metrics for one image; L (H, W), ab (2, H, W)."""
-    lab_true, lab_pred = lab.join_l_ab(L, ab_true), lab.join_l_ab(L, ab_pred)
-    rgb_true, rgb_pred = lab.lab_to_rgb8(lab_true), lab.lab_to_rgb8(lab_pred)
-    c_true = M.colourfulness(rgb_true)
-    return {
-        "mse_ab": M.mse_ab(lab_true, lab_pred),
-        "psnr": M.psnr(rgb_true, rgb_pred),
-        "ssim": M.ssim(rgb_true, rgb_pred),
-        "ciede2000": M.ciede2000(lab_true, lab_pred),
-        "auc": M.auc(lab_true, lab_pred),
-        "colourfulness": imaging.colourfulness(rgb_pred),
-        "colourfulness_true": c_true,
-    }
+HEADLINE = ("ciede2000", "auc", "auc_rebalanced", "psnr", "ssim", "mse_ab",
+            "colourfulness_ratio")
 
 
-def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
-    out = {k: float(np.mean([r[k] for r in rows])) for k in ("mse_ab", "psnr", "ssim",
-                                                              "ciede2000", "auc")}
-    # Ratio of means: how colourful predictions are relative to the truth (1.0 = as colourful).
-    truth = np.mean([r["colourfulness_true"] for r in rows])
-    out["colourfulness_ratio"] = float(np.mean([r["colourfulness"] for r in rows]) / truth)
-    return {k: round(v, 4) for k, v in out.items()}
+class Scores:
+    """Accumulates one predictor's metrics over the validation images; `wanted` limits the
+    per-image work to what is needed (a sweep scores only its objective)."""
+
+    def __init__(self, wanted: tuple[str, ...] = HEADLINE):
+        self.wanted = wanted
+        self.rows: list[dict[str, float]] = []
+        self.curve, self.rebalanced = M.ErrorCurve(), M.ErrorCurve()
+
+    def add(self, L: np.ndarray, ab_true: np.ndarray, ab_pred: np.ndarray,
+            weight: np.ndarray) -> None:
+        """One image: L (H, W), ab (2, H, W), weight (H, W) = 1 / p of each true ab bin."""
+        lab_true, lab_pred = lab.join_l_ab(L, ab_true), lab.join_l_ab(L, ab_pred)
+        error = M.ab_error(lab_true, lab_pred)
+        self.curve.add(error)
+        self.rebalanced.add(error, weight)
+        row = {}
+        if "mse_ab" in self.wanted:
+            row["mse_ab"] = M.mse_ab(lab_true, lab_pred)
+        if "ciede2000" in self.wanted:
+            row["ciede2000"] = M.ciede2000(lab_true, lab_pred)
+        if {"psnr", "ssim", "colourfulness_ratio"} & set(self.wanted):
+            rgb_true, rgb_pred = lab.lab_to_rgb8(lab_true), lab.lab_to_rgb8(lab_pred)
+            row.update(psnr=M.psnr(rgb_true, rgb_pred), ssim=M.ssim(rgb_true, rgb_pred),
+                       colourfulness=imaging.colourfulness(rgb_pred),
+                       colourfulness_true=imaging.colourfulness(rgb_true))
+        self.rows.append(row)
+
+    def summary(self) -> dict[str, float]:
+        out = {"auc": self.curve.auc(), "auc_rebalanced": self.rebalanced.auc()}
+        for k in ("mse_ab", "psnr", "ssim", "ciede2000"):
+            if k in self.wanted:
+                out[k] = float(np.mean([r[k] for r in self.rows]))
+        if "colourfulness_ratio" in self.wanted:
+            # Ratio of means: how colourful predictions are relative to the truth (1 = as much).
+            truth = np.mean([r["colourfulness_true"] for r in self.rows])
+            out["colourfulness_ratio"] = float(np.mean([r["colourfulness"] for r in self.rows])
+                                               / truth)
+        return {k: round(out[k], 4) for k in HEADLINE if k in out}
 
 
-def evaluate(settings: Settings, model_path: str | Path = "models/model.pt",
-             data_dir: str | Path = "data/processed") -> dict:
-    model, size = load_model(model_path)
-    store = LabStore(Path(data_dir) / "val")
-    per = {"model": [], "gray": []}
-    cmf = {"model": [], "gray": []}
-    bs = settings.evaluate.batch_size
-    for start in tqdm(range(0, len(store), bs), desc="evaluate", unit="batch"):
+def temperatures(settings: Settings, model: Colorizer) -> list[float]:
+    """The temperatures scored: the operating point first, then the trade-off's others."""
+    if model.head == "regression":
+        return [1.0]
+    T = settings.evaluate.temperature
+    return [T, *(t for t in settings.evaluate.temperatures if t != T)]
+
+
+@torch.no_grad()
+def predictions(model: Colorizer, L: np.ndarray, temps: list[float]) -> list[np.ndarray]:
+    """ab (N, 2, H, W) at each temperature from one forward pass (fp32)."""
+    x = lab.normalize_l(torch.from_numpy(L)[:, None])
+    out = model(x)
+    return [lab.denormalize_ab(model.decode(out, t)).numpy() for t in temps]
+
+
+def score(model: Colorizer, store: LabStore, prior: np.ndarray, temps: list[float],
+          batch_size: int = 16, wanted: tuple[str, ...] = HEADLINE, gray: bool = True,
+          progress: bool = True) -> dict[float | str, Scores]:
+    """Scores of the model at each temperature (and of gray) over the validation store."""
+    inverse_prior = 1.0 / np.maximum(prior, 1e-12)
+    scores: dict[float | str, Scores] = {t: Scores(wanted) for t in temps}
+    if gray:
+        scores["gray"] = Scores(wanted)
+    for start in tqdm(range(0, len(store), batch_size), desc="evaluate", unit="batch",
+                      disable=not progress):
         labs = np.stack([np.asarray(store[i], np.float32)
-                         for i in range(start, min(start + bs, len(store)))])
+                         for i in range(start, min(start + batch_size, len(store)))])
         L, ab_true = labs[:, 0], labs[:, 1:]
-        preds = {"model": predict_ab(model, L, bs), "gray": np.zeros_like(ab_true)}
-        for name, ab_pred in preds.items():
+        weight = inverse_prior[bins.nearest_bin(ab_true.transpose(0, 2, 3, 1))]
+        preds = predictions(model, L, temps) + ([np.zeros_like(ab_true)] if gray else [])
+        for key, ab_pred in zip(scores, preds, strict=True):
             for i in range(len(L)):
-                per[name].append(image_metrics(L[i], ab_true[i], ab_pred[i]))
-                cmf[name].append(M.ab_error_cmf(lab.join_l_ab(L[i], ab_true[i]),
-                                                lab.join_l_ab(L[i], ab_pred[i])))
-    results = {name: summarize(rows) for name, rows in per.items()}
-    results["val_images"] = len(store)
-    _write(results, cmf, store, model, settings.evaluate.grid_images)
+                scores[key].add(L[i], ab_true[i], ab_pred[i], weight[i])
+    return scores
+
+
+def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path,
+             prior_path: str | Path, metrics_path: str | Path, tradeoff_path: str | Path,
+             samples_path: str | Path, curve_path: str | Path) -> dict:
+    model, size, _ = load_model(model_path)
+    store = LabStore(Path(data_dir) / "val")
+    temps = temperatures(settings, model)
+    scores = score(model, store, bins.load_prior(prior_path), temps, settings.evaluate.batch_size)
+    gray = scores["gray"]
+    results = {"model": scores[temps[0]].summary(), "gray": gray.summary(),
+               "head": model.head, "val_images": len(store)}
+    if model.head == "classification":
+        results["temperature"] = temps[0]
+    rows = [["gray", "", *results["gray"].values()]]
+    for t in sorted(temps, reverse=True):
+        label = f"T={t:g}" if model.head == "classification" else model.head
+        rows.append([label, t if model.head == "classification" else "",
+                     *scores[t].summary().values()])
+    write_json(metrics_path, results)
+    write_csv(tradeoff_path, ["predictor", "temperature", *HEADLINE], rows)
+    write_csv(curve_path, ["threshold", "model", "gray"],
+              [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
+               zip(M.AUC_THRESHOLDS, scores[temps[0]].curve.cmf(), gray.curve.cmf(),
+                   strict=True)])
+    imaging.save_png(_grid(model, store, settings.evaluate.grid_images, temps), samples_path)
     print(json.dumps(results, indent=2))
     return results
 
 
-def _write(results, cmf, store, model, n_grid) -> None:
-    Path("metrics").mkdir(exist_ok=True)
-    Path("metrics/evaluate.json").write_text(json.dumps(results, indent=2) + "\n")
-    Path("plots").mkdir(exist_ok=True)
-    with open("plots/ab_error_cmf.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["threshold", "model", "gray"])
-        m, g = np.mean(cmf["model"], axis=0), np.mean(cmf["gray"], axis=0)
-        for t, a, b in zip(M.AUC_THRESHOLDS, m, g, strict=True):
-            w.writerow([int(t), f"{a:.5f}", f"{b:.5f}"])
-    labs = np.stack([np.asarray(store[i], np.float32) for i in range(min(n_grid, len(store)))])
-    grid = sample_grid(labs[:, 0], predict_ab(model, labs[:, 0]), labs[:, 1:])
-    save_png(grid, "plots/samples.png")
-
-
-def log_to_mlflow(settings: Settings, results: dict, model_path: str | Path = "models/model.pt"
-                  ) -> str | None:
-    """Add metrics, the final grid and the model to the pipeline's run; register the model and
-    move the alias to this newest evaluated version. Returns the model version."""
-    info = mlflow_run.read_run_file()
-    mlflow_run.setup(settings.tracking.experiment)
-    with mlflow.start_run(run_id=info["run_id"]):
-        for name in ("model", "gray"):
-            mlflow.log_metrics({f"eval_{name}_{k}": v for k, v in results[name].items()})
-        mlflow.log_artifact("plots/samples.png", "samples")
-        mlflow.log_artifact("plots/ab_error_cmf.csv", "evaluation")
-        mlflow.log_artifact("metrics/evaluate.json", "evaluation")
-        if not settings.tracking.log_model:
-            return None
-        model, size = load_model(model_path)
-        example = np.zeros((2, 1, size, size), np.float32)  # batch > 1: a dynamic batch dim
-        with torch.no_grad():
-            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-        # The network itself (torch flavor: tensors in, tensors out) ...
-        mlflow.pytorch.log_model(model, name="model", input_example=example,
-                                 signature=signature, pip_requirements=_requirements(),
-                                 metadata={"working_size": size})
-        # ... and the registered model: image files in, colorized images out (pyfunc).
-        logged = _log_service(settings, model_path)
-    version = str(logged.registered_model_version)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(settings.tracking.registered_model,
-                                      settings.tracking.alias, version)
-    print(f"registered {settings.tracking.registered_model} version {version} "
-          f"as @{settings.tracking.alias} (run {info['run_id']})")
-    return version
-
-
-def _log_service(settings: Settings, model_path: str | Path):
-    from colorize.imaging import encode_png
-    from colorize.predict.service import ColorizerService, image_frame
-
-    sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
-                                        np.zeros((48, 64, 2))]))
-    request = image_frame([encode_png(sample)])
-    # The service's own answer to the example request gives the output schema.
-    service = ColorizerService()
-    service.model, service.size = load_model(model_path)
-    signature = infer_signature(request, service.predict(None, request))
-    return mlflow.pyfunc.log_model(
-        name="colorizer", python_model=ColorizerService(),
-        artifacts={"checkpoint": str(model_path)}, input_example=request, signature=signature,
-        registered_model_name=settings.tracking.registered_model,
-        pip_requirements=_requirements(),
-    )
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("torch", "torchvision", "numpy",
-                                           "opencv-python-headless", "mlflow")]
+def _grid(model: Colorizer, store: LabStore, n: int, temps: list[float]) -> np.ndarray:
+    labs = np.stack([np.asarray(store[i], np.float32) for i in range(min(n, len(store)))])
+    shown = sorted(temps, reverse=True)
+    preds = predictions(model, labs[:, 0], shown)
+    labels = [f"T = {t:g}" for t in shown] if model.head == "classification" else ["prediction"]
+    return imaging.sample_grid(labs[:, 0], preds, labs[:, 1:],
+                               labels=(imaging.GRID_LABELS[0], *labels, imaging.GRID_LABELS[2]))

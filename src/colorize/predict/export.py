@@ -1,7 +1,9 @@
-"""`colorize export`: the network as ONNX (L normalized in, ab normalized out, any size /8).
+"""`colorize export`: the network with its decoding as ONNX, checked against PyTorch.
 
-Pre- and post-processing (LAB, resizing, joining with the full-resolution L) stay with the
-caller: see predict/photo.py for the method. Outputs are checked against PyTorch after export.
+Inputs: `L` (N, 1, H, W) float32, L*/50 - 1, H and W multiples of 8; for the classification
+head also `temperature`, a one-element float32 tensor (the annealed mean is inside the graph).
+Output: `ab` (N, 2, H, W), ab / 110. LAB conversion, resizing and the full-resolution join stay
+with the caller: predict/photo.py shows the method.
 """
 
 from __future__ import annotations
@@ -11,36 +13,56 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from colorize.model.network import Decoded
 from colorize.predict.load import resolve
 
-TOLERANCE = 1e-4  # max abs difference on normalized ab (x110 = ab units), measured ~2e-7
+TOLERANCE = 1e-4  # max abs difference on normalized ab (x110 = ab units)
 
 
 def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
-    model, size = resolve(spec)
+    found = resolve(spec)
+    print(f"model: {found.description}")
+    net, size = found.model, found.size
+    graph = Decoded(net).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.zeros(1, 1, size, size)
-    torch.onnx.export(model, (example,), str(out), dynamo=False, input_names=["L"],
-                      output_names=["ab"], opset_version=opset,
-                      dynamic_axes={"L": {0: "batch", 2: "height", 3: "width"},
-                                    "ab": {0: "batch", 2: "height", 3: "width"}})
-    diff = check(model, out, size)
-    print(f"wrote {out} (working size {size}); max |onnx - torch| = {diff:.2e} "
-          f"(tolerance {TOLERANCE:g})")
+    example = (torch.zeros(1, 1, size, size),)
+    names = ["L"]
+    if net.head == "classification":
+        example += (torch.ones(1),)
+        names.append("temperature")
+    axes = {"L": {0: "batch", 2: "height", 3: "width"}, "ab": {0: "batch", 2: "height",
+                                                              3: "width"}}
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.onnx.export(graph, example, str(tmp), dynamo=False, input_names=names,
+                      output_names=["ab"], opset_version=opset, dynamic_axes=axes)
+    diff = check(graph, tmp, size)
+    tmp.replace(out)
+    print(f"wrote {out} ({net.head} head, working size {size}); max |onnx - torch| = "
+          f"{diff:.2e} (tolerance {TOLERANCE:g})")
     return {"path": str(out), "size": size, "max_abs_diff": diff}
 
 
-def check(model: torch.nn.Module, path: Path, size: int) -> float:
+def check(graph: Decoded, path: Path, size: int) -> float:
+    """Largest difference between onnxruntime and PyTorch on random inputs (and, for the
+    classification head, at two temperatures)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, size, size))
                          .astype(np.float32))
-    with torch.no_grad():
-        expected = model(x).numpy()
-    got = session.run(None, {"L": x.numpy()})[0]
-    diff = float(np.abs(got - expected).max())
+    temps = [None] if graph.net.head == "regression" else [1.0, 0.38]
+    diff = 0.0
+    for t in temps:
+        feed = {"L": x.numpy()}
+        args = (x,)
+        if t is not None:
+            feed["temperature"] = np.array([t], np.float32)
+            args += (torch.tensor([t]),)
+        with torch.no_grad():
+            expected = graph(*args).numpy()
+        diff = max(diff, float(np.abs(session.run(None, feed)[0] - expected).max()))
     if diff > TOLERANCE:
+        path.unlink(missing_ok=True)
         raise RuntimeError(f"ONNX output differs from PyTorch by {diff} > {TOLERANCE}")
     return diff

@@ -1,68 +1,107 @@
-"""Resolve a model spec: a checkpoint path, models:/name@alias, runs:/<id>/model, or the default."""
+"""Resolve a model spec to a network, explicitly, without running code from model files.
+
+Specs: a model file (models/model.pt or a training checkpoint last.pt), `models:/NAME@ALIAS`,
+`models:/NAME/VERSION`, or `runs:/RUN_ID`. With none, the repository's models/model.pt, found
+from the repository root (not the current folder). Registry and run specs download the run's
+weights file (`checkpoint/model.pt`) and read it like any model file, with weights_only=True:
+neither MLflow's pickled flavours nor a model's logged code are ever executed. A tracking store
+is only ever opened, never created.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from colorize.model.checkpoint import load_model
+from colorize.model.checkpoint import ModelError, load_model
 from colorize.model.network import Colorizer
+from colorize.paths import find_root
 
-DEFAULT_MODEL = "models/model.pt"
+DEFAULT_MODEL = Path("models") / "model.pt"
+CHOICES = ("--model PATH (a model file, e.g. models/model.pt), --model models:/colorizer@champion"
+           " (or @workspace, /VERSION), or --model runs:/<run id>")
 
 
-def resolve(spec: str | None) -> tuple[Colorizer, int]:
-    """-> (model in eval mode on CPU, working size)."""
+@dataclass
+class Resolved:
+    model: Colorizer
+    size: int
+    description: str  # what it is, for the user: path or registry version, with its run
+
+
+def resolve(spec: str | None) -> Resolved:
     if spec is None:
-        spec = DEFAULT_MODEL if Path(DEFAULT_MODEL).exists() else "models:/colorizer@newest"
+        root = find_root()
+        if root is None or not (root / DEFAULT_MODEL).is_file():
+            where = (f"{root / DEFAULT_MODEL} does not exist (run `dvc repro`)" if root else
+                     f"{Path.cwd()} is not inside a colorize repository")
+            raise ModelError(f"no model given and {where}; choose one with {CHOICES}")
+        spec = str(root / DEFAULT_MODEL)
     if spec.startswith(("models:/", "runs:/")):
         return _from_mlflow(spec)
-    path = Path(spec)
-    if not path.exists():
-        raise FileNotFoundError(f"{spec}: no such model file (give a checkpoint path, "
-                                "models:/colorizer@<alias> or runs:/<run id>/model)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" in state:  # models/model.pt
-        return load_model(path)
-    if "model" in state and "settings" in state:  # a training checkpoint (last.pt)
-        s = state["settings"]
-        model = Colorizer(int(s["model.decoder_width"]))
-        model.load_state_dict(state["model"])
-        return model.eval(), int(s["preprocess.size"])
-    raise ValueError(f"{spec}: not a colorize model or checkpoint")
+    if not Path(spec).exists():
+        raise ModelError(f"{spec}: no such model file; choose one with {CHOICES}")
+    model, size, meta = load_model(spec)
+    return Resolved(model, size, f"{spec} ({_about(model, size, meta)})")
 
 
-class Exported(torch.nn.Module):
-    """A torch.export graph (traced in eval mode) behind the nn.Module interface predict uses."""
-
-    def __init__(self, graph: torch.nn.Module):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.graph(L)
-
-    def train(self, mode: bool = True) -> Exported:
-        return self  # the graph is fixed in eval mode; switching modes is not supported
+def _about(model: Colorizer, size: int, meta: dict) -> str:
+    parts = [f"{model.head} head", f"trunk depth {model.trunk_depth}", f"working size {size}"]
+    if meta.get("run_id"):
+        parts.append(f"run {meta['run_id'][:8]}")
+    if meta.get("best_epoch"):
+        parts.append(f"best epoch {meta['best_epoch']}")
+    if meta.get("checkpoint"):
+        parts.append(f"training checkpoint after {meta['epochs_done']} epochs")
+    return ", ".join(parts)
 
 
-def _from_mlflow(uri: str) -> tuple[Colorizer, int]:
+def _client():
+    """An MlflowClient on an existing store: the server in MLFLOW_TRACKING_URI, or the
+    repository's mlflow.db. Never creates one."""
     import mlflow
 
-    from colorize.track.mlflow_run import tracking_uri
+    from colorize.track.mlflow_run import LOCAL_STORE
 
-    mlflow.set_tracking_uri(tracking_uri())
-    info = mlflow.models.get_model_info(uri)
-    if "pytorch" in info.flavors:  # the network logged with mlflow.pytorch
-        size = (info.metadata or {}).get("working_size")
-        if size is None:  # fall back to the signature's input shape (N, 1, S, S)
-            size = info.signature.inputs.inputs[0].shape[-1]
-        net = mlflow.pytorch.load_model(uri, map_location="cpu")
-        if isinstance(net, torch.export.ExportedProgram):
-            net = net.module()
-        if not isinstance(net, Colorizer):  # MLflow's default "pt2" format: an exported graph
-            net = Exported(net)
-        return net.eval(), int(size)
-    service = mlflow.pyfunc.load_model(uri).unwrap_python_model()  # the registered pyfunc
-    return service.model, service.size
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        root = find_root()
+        db = root / LOCAL_STORE if root else None
+        if db is None or not db.is_file():
+            raise ModelError(f"no MLflow store to resolve registry models: "
+                             f"{db or 'no repository here'} does not exist and "
+                             "MLFLOW_TRACKING_URI is not set (run from the repository after "
+                             "`dvc repro`, or set MLFLOW_TRACKING_URI to your server)")
+        from colorize.track.store import relocate
+
+        relocate(root)
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
+    return mlflow.MlflowClient()
+
+
+def _from_mlflow(spec: str) -> Resolved:
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        if spec.startswith("runs:/"):
+            run_id = spec.removeprefix("runs:/").split("/")[0]
+            label = f"run {run_id[:8]}"
+        else:
+            name, sep, ref = spec.removeprefix("models:/").partition("@")
+            if sep:
+                mv = client.get_model_version_by_alias(name, ref)
+            else:
+                name, _, number = name.partition("/")
+                mv = client.get_model_version(name, number)
+            run_id = mv.run_id
+            label = f"{name} version {mv.version}, run {run_id[:8]}"
+        run_name = client.get_run(run_id).info.run_name
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(run_id, "checkpoint/model.pt", tmp)
+            model, size, _ = load_model(path)
+    except MlflowException as e:
+        raise ModelError(f"{spec}: cannot be resolved ({e.message.splitlines()[0][:160]}); "
+                         f"choose one with {CHOICES}") from None
+    return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.head} head)")

@@ -1,18 +1,27 @@
 """The registered model as an MLflow pyfunc that carries its own pre- and post-processing.
 
+Logged by colorize.track as a model *from code* (this file), never as a pickled object: loading
+it runs this file from the installed package and reads the weights with weights_only=True.
+
 Request: a DataFrame with one column `image` holding base64-encoded image files (any format the
-pipeline reads). Response: a column `image` with base64-encoded PNGs of the colorized photos, at
-each input's full resolution. Served with
-`mlflow models serve -m models:/colorizer@newest --env-manager local` (see README).
+pipeline reads), and optionally `params: {"temperature": T}` (classification head; default: the
+temperature the version was evaluated at). Response: columns `image` (base64 PNG of the
+colorized photo, at the input's full resolution) and `error` (empty, or why that row failed).
+Served with `mlflow models serve -m models:/colorizer@champion --env-manager local`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 
+import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from colorize.config import check_temperature
 from colorize.data.images import ImageError, decode
 from colorize.imaging import encode_png
 from colorize.model.checkpoint import load_model
@@ -26,18 +35,34 @@ def image_frame(blobs: list[bytes]) -> pd.DataFrame:
 
 class ColorizerService(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.model, self.size = load_model(context.artifacts["checkpoint"])
+        self.model, self.size, _ = load_model(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None
+                ) -> pd.DataFrame:
+        temperature = (params or {}).get("temperature", 1.0)
+        try:
+            temperature = check_temperature(float(temperature))
+        except (TypeError, ValueError) as e:
+            raise MlflowException(f"params.temperature: {e}",
+                                  error_code=INVALID_PARAMETER_VALUE) from None
         out, errors = [], []
         for b64 in model_input["image"]:
             try:
-                rgb = decode(base64.b64decode(b64)).rgb
-            except (ImageError, ValueError) as e:
+                data = base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError, TypeError) as e:
                 out.append("")
-                errors.append(f"{getattr(e, 'reason', 'invalid')}: {e}")
+                errors.append(f"not base64-encoded file bytes ({e})")
                 continue
-            result = colorize_batch(self.model, self.size, [rgb])[0]
+            try:
+                rgb = decode(data).rgb
+            except ImageError as e:
+                out.append("")
+                errors.append(str(e))
+                continue
+            result = colorize_batch(self.model, self.size, [rgb], temperature=temperature)[0]
             out.append(base64.b64encode(encode_png(result)).decode("ascii"))
             errors.append("")
         return pd.DataFrame({"image": out, "error": errors})
+
+
+mlflow.models.set_model(ColorizerService())

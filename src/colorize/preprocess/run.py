@@ -7,7 +7,6 @@ serial path (workers=1) runs the same function in-process, so both give byte-ide
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,8 +18,9 @@ from tqdm import tqdm
 from colorize import lab
 from colorize.config import DataSettings, PreprocessSettings
 from colorize.data.images import decode, resize_square
-from colorize.data.prepare import read_manifest, source_path
-from colorize.data.sources import iter_items
+from colorize.data.manifest import read_manifest, source_path
+from colorize.data.sources import SourceError, iter_items
+from colorize.files import write_json
 from colorize.preprocess.store import shard_name, write_index, write_shard
 
 
@@ -37,10 +37,9 @@ def build_shard(path: str, blobs: list[bytes], size: int, max_pixels: int) -> in
     return len(blobs)
 
 
-def preprocess(data: DataSettings, settings: PreprocessSettings,
-               manifest_path: str | Path = "data/interim/manifest.csv",
-               out_dir: str | Path = "data/processed", workers: int | None = None,
-               stats_path: str | Path = "metrics/preprocess.json") -> dict:
+def preprocess(data: DataSettings, settings: PreprocessSettings, manifest_path: str | Path,
+               out_dir: str | Path, workers: int | None = None,
+               stats_path: str | Path | None = None) -> dict:
     """Convert the manifest's images into LAB shards; returns (and writes) throughput stats.
     Stats live outside out_dir so that the store's content, and its DVC hash, are deterministic."""
     rows = read_manifest(manifest_path)
@@ -77,8 +76,8 @@ def preprocess(data: DataSettings, settings: PreprocessSettings,
     stats = {"images": total, "converted": converted, "reused_from_earlier_run": done_before,
              "seconds": round(seconds, 2), "workers": workers,
              "images_per_s": round(converted / seconds, 1) if converted else None}
-    Path(stats_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(stats_path).write_text(json.dumps(stats, indent=2) + "\n")
+    if stats_path:
+        write_json(stats_path, stats)
     print(f"preprocess: {converted} images converted in {seconds:.1f}s "
           f"({stats['images_per_s']} img/s, {workers} workers); "
           f"{done_before} already done in shards from an earlier run")
@@ -101,8 +100,8 @@ def _shard_batches(data: DataSettings, todo: dict[str, tuple[str, list[dict]]]
     if pending:
         missing = [n for p, got in pending.items() for n in todo if todo[n][0] == p
                    and n not in got]
-        raise RuntimeError(f"{len(missing)} images in the manifest are gone from the source, "
-                           f"e.g. {missing[:5]}; rerun the prepare stage")
+        raise SourceError(f"{len(missing)} images in the manifest are gone from the source, "
+                          f"e.g. {missing[:5]}; rerun the prepare stage (dvc repro prepare)")
 
 
 def _run(data: DataSettings, settings: PreprocessSettings,
@@ -136,6 +135,7 @@ def _run(data: DataSettings, settings: PreprocessSettings,
 
 
 def _remove_stale(split_dir: Path, keep: set[str]) -> None:
-    for p in split_dir.glob("shard-*"):
-        if p.name not in keep:
+    """Shards of an older manifest, and temporary files of a write that was killed."""
+    for p in split_dir.iterdir():
+        if p.name not in keep and (p.name.startswith("shard-") or ".tmp" in p.name):
             p.unlink()

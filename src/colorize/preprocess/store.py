@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from colorize.errors import UserError
+from colorize.files import atomic_path, write_text
+
 INDEX = "index.json"
 
 
@@ -23,18 +26,14 @@ def shard_name(number: int, ids: list[str]) -> str:
 
 def write_shard(path: Path, lab: np.ndarray) -> None:
     """Write atomically: a crash leaves a .tmp file, never a shard that looks complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
         np.save(f, lab)
-    tmp.replace(path)
 
 
 def write_index(split_dir: Path, size: int, shards: list[dict]) -> None:
     index = {"size": size, "count": sum(s["count"] for s in shards), "dtype": "float16",
              "layout": "N,3(L,a,b),H,W", "shards": shards}
-    tmp = split_dir / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1) + "\n")
-    tmp.replace(split_dir / INDEX)
+    write_text(split_dir / INDEX, json.dumps(index, indent=1) + "\n")
 
 
 class LabStore:
@@ -44,8 +43,8 @@ class LabStore:
         self.dir = Path(split_dir)
         index_path = self.dir / INDEX
         if not index_path.exists():
-            raise FileNotFoundError(f"{index_path}: no preprocessed data (run the preprocess "
-                                    "stage: `dvc repro preprocess`)")
+            raise UserError(f"{index_path}: no preprocessed data (run the preprocess stage: "
+                            "dvc repro preprocess)")
         self.index = json.loads(index_path.read_text())
         self.size = self.index["size"]
         self.ids = [i for s in self.index["shards"] for i in s["ids"]]

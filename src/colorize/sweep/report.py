@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -18,19 +17,24 @@ from optuna.trial import TrialState  # noqa: E402
 from colorize.config import Settings  # noqa: E402
 from colorize.sweep.study import PARENT_ATTR  # noqa: E402
 
-PARAM_KEYS = {"lr": "train.lr", "decoder_width": "model.decoder_width"}
+PARAM_KEYS = {"lr": "train.lr", "decoder_width": "model.decoder_width", "head": "model.head",
+              "trunk_depth": "model.trunk_depth", "rebalance": "train.rebalance"}
 
 
-def best_params(study: optuna.Study) -> dict | None:
+def best_params(study: optuna.Study, metric: str) -> dict | None:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None
     best = study.best_trial
+    params = {PARAM_KEYS[k]: v for k, v in best.params.items()}
+    if "temperature" in best.user_attrs:  # chosen without retraining, on the same objective
+        params["evaluate.temperature"] = best.user_attrs["temperature"]
     return {
         "study": study.study_name,
         "trial": best.number,
-        "best_val_loss": best.value,
-        "params": {PARAM_KEYS[k]: v for k, v in best.params.items()},
+        "metric": metric,
+        "value": best.value,
+        "params": params,
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
         "counts": {s.name: len(study.get_trials(deepcopy=False, states=(s,)))
                    for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
@@ -77,10 +81,10 @@ def log_to_parent(study: optuna.Study, settings: Settings, best: dict | None) ->
     with mlflow.start_run(run_id=parent):
         # Tags, not params: a continued study may change n_trials or epochs between calls.
         mlflow.set_tags({f"sweep.{k}": str(v)
-                         for k, v in dataclasses.asdict(settings.sweep).items()})
+                         for k, v in settings.sweep.model_dump().items()})
         mlflow.log_metric("trials", len(study.trials))
         if best:
-            mlflow.log_metric("best_val_loss", best["best_val_loss"])
+            mlflow.log_metric(f"best_{best['metric']}", best["value"])
             mlflow.set_tags({"best_trial": best["trial"], "apply": apply_command(best),
                              **{f"best.{k}": v for k, v in best["params"].items()}})
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,34 +1,49 @@
-"""An Optuna study over train.lr and model.decoder_width, run by one or more worker processes.
+"""An Optuna study over the learning rate, decoder width, head, trunk depth and rebalancing,
+run by one or more worker processes, on one machine or many.
 
-Each trial is the train stage's own loop (train.loop.fit) for `sweep.epochs` epochs, reported per
-epoch to the pruner, and logged as an MLflow run nested under the study's parent run. Trials are
-taken with ask/tell under a file lock, so parallel workers on one machine never run more than
-`sweep.n_trials` in total; a trial that diverges or raises is recorded as FAIL with its reason and
-the sweep goes on.
+Each trial is the train stage's own loop (train.loop.fit) for `sweep.epochs` epochs. After each
+epoch the objective `sweep.metric` is measured on the validation split (evaluate's scorer) at
+every evaluate.temperature for the classification head, the best temperature counts (so T is
+searched without retraining), and the value goes to the pruner. Validation losses of the two heads
+are not comparable, so the default objective is CIEDE2000. Each trial is an MLflow run nested
+under the study's parent run. Trials are taken with ask/tell under a lock (a file lock next to a
+journal file, an advisory lock in PostgreSQL), so parallel workers never run more than
+`sweep.n_trials` in total; a trial that diverges or raises is recorded as FAIL with its reason
+and the sweep goes on. (The sweep runs trials and scores them, so it uses train.loop and
+evaluate.run; neither imports the sweep.)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import math
 import multiprocessing
 import os
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
+from filelock import FileLock
 from optuna.trial import TrialState
 
 from colorize.config import Settings, SweepSettings
+from colorize.evaluate.run import score
+from colorize.model import bins
+from colorize.preprocess.store import LabStore
 from colorize.sweep.storage import Heartbeat, fail_stale_trials, is_url, open_storage
 from colorize.track import mlflow_run
 from colorize.train.loop import Epoch, fit
 
 PARENT_ATTR = "mlflow_parent_run_id"
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+MAXIMIZE = {"auc", "auc_rebalanced"}
+
+
+def direction(metric: str) -> str:
+    return "maximize" if metric in MAXIMIZE else "minimize"
 
 
 def make_study(sweep: SweepSettings, worker: int = 0) -> optuna.Study:
@@ -39,10 +54,10 @@ def make_study(sweep: SweepSettings, worker: int = 0) -> optuna.Study:
     return optuna.create_study(
         study_name=sweep.study, storage=open_storage(sweep.storage, sweep.heartbeat_s),
         sampler=optuna.samplers.TPESampler(seed=sweep.sampler_seed * 1000 + worker), pruner=pruner,
-        direction="minimize", load_if_exists=True)
+        direction=direction(sweep.metric), load_if_exists=True)
 
 
-def parent_run_id(study: optuna.Study, settings: Settings) -> str:
+def parent_run_id(study: optuna.Study, settings: Settings, manifest: str | Path) -> str:
     """The study's MLflow parent run, created once and remembered in the study itself."""
     if PARENT_ATTR in study.user_attrs:
         return study.user_attrs[PARENT_ATTR]
@@ -50,78 +65,136 @@ def parent_run_id(study: optuna.Study, settings: Settings) -> str:
     run = mlflow.MlflowClient().create_run(
         experiment_id, run_name=f"sweep-{study.study_name}",
         tags={"optuna_study": study.study_name, "optuna_storage": settings.sweep.storage,
-              **mlflow_run.run_tags("data/interim/manifest.csv")})
+              **mlflow_run.run_tags(manifest)})
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return run.info.run_id
 
 
 def enqueue_defaults(study: optuna.Study, base: Settings) -> None:
-    """A new study's first trial runs the current params.yaml values, so the sweep always
-    reports the default configuration beside what it found."""
-    if study.trials or base.model.decoder_width not in base.sweep.decoder_widths:
+    """A new study's first trial runs the current params.yaml values (when they lie inside the
+    search space), so the sweep always reports the default configuration beside what it found."""
+    sweep, m, t = base.sweep, base.model, base.train
+    inside = (m.decoder_width in sweep.decoder_widths and m.head in sweep.heads
+              and m.trunk_depth in sweep.trunk_depths and sweep.lr_min <= t.lr <= sweep.lr_max
+              and (m.head == "regression"
+                   or sweep.rebalance_min <= t.rebalance <= sweep.rebalance_max))
+    if study.trials or not inside:
         return
-    if not base.sweep.lr_min <= base.train.lr <= base.sweep.lr_max:
-        return
-    study.enqueue_trial({"lr": base.train.lr, "decoder_width": base.model.decoder_width},
-                        user_attrs={"defaults": True})
+    fixed = {"lr": t.lr, "decoder_width": m.decoder_width, "head": m.head,
+             "trunk_depth": m.trunk_depth}
+    if m.head == "classification":
+        fixed["rebalance"] = t.rebalance
+    study.enqueue_trial(fixed, user_attrs={"defaults": True})
 
 
 def trial_settings(base: Settings, trial: optuna.Trial) -> Settings:
     sweep = base.sweep
     lr = trial.suggest_float("lr", sweep.lr_min, sweep.lr_max, log=True)
     width = trial.suggest_categorical("decoder_width", list(sweep.decoder_widths))
-    return dataclasses.replace(
-        base, train=dataclasses.replace(base.train, lr=lr, epochs=sweep.epochs),
-        model=dataclasses.replace(base.model, decoder_width=width))
+    head = trial.suggest_categorical("head", list(sweep.heads))
+    depth = trial.suggest_categorical("trunk_depth", list(sweep.trunk_depths))
+    rebalance = (trial.suggest_float("rebalance", sweep.rebalance_min, sweep.rebalance_max)
+                 if head == "classification" else base.train.rebalance)
+    return base.override(train={"lr": lr, "epochs": sweep.epochs, "rebalance": rebalance},
+                         model={"decoder_width": width, "head": head, "trunk_depth": depth})
 
 
-def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path) -> float:
-    settings = trial_settings(base, trial)
+class Objective:
+    """The per-epoch value of sweep.metric, best over the temperatures scored."""
+
+    def __init__(self, settings: Settings, data_dir: Path, prior: np.ndarray):
+        self.metric = settings.sweep.metric
+        self.store = LabStore(data_dir / "val") if self.metric != "val_loss" else None
+        self.prior, self.settings = prior, settings
+        self.maximize = self.metric in MAXIMIZE
+
+    def better(self, a: float, b: float | None) -> bool:
+        return b is None or (a > b if self.maximize else a < b)
+
+    def __call__(self, e: Epoch, model) -> tuple[float, float | None]:
+        """-> (value, the temperature that gave it; None for regression or val_loss)."""
+        if self.metric == "val_loss":
+            return e.val_loss, None
+        temps = (list(self.settings.evaluate.temperatures)
+                 if model.head == "classification" else [1.0])
+        scores = score(model, self.store, self.prior, temps, self.settings.evaluate.batch_size,
+                       wanted=(self.metric,), gray=False, progress=False)
+        values = {t: scores[t].summary()[self.metric] for t in temps}
+        t = (max if self.maximize else min)(values, key=values.get)
+        return values[t], (t if model.head == "classification" else None)
+
+
+def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
+              prior: np.ndarray) -> float:
+    best: dict = {"value": None, "temperature": None, "epoch": 0}
     with mlflow.start_run(run_name=f"trial-{trial.number}", parent_run_id=parent) as run:
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
-        mlflow.log_params({"train.lr": settings.train.lr, "train.epochs": settings.train.epochs,
-                           "model.decoder_width": settings.model.decoder_width,
-                           "optuna_trial": trial.number})
-
-        def on_epoch(e: Epoch, model) -> None:
-            mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss}, step=e.epoch)
-            trial.report(e.val_loss, e.epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"val_loss {e.val_loss:.5f} at epoch {e.epoch} is worse "
-                                         "than the median of earlier trials")
-
         try:
+            settings = trial_settings(base, trial)
+            objective = Objective(settings, data_dir, prior)
+            mlflow.log_params({**{k: v for k, v in settings.flat().items()
+                                  if k.split(".")[0] in ("model", "train")},
+                               "optuna_trial": trial.number})
+
+            def on_epoch(e: Epoch, model) -> None:
+                value, t = objective(e, model)
+                mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss,
+                                    f"val_{objective.metric}": value}, step=e.epoch)
+                if objective.better(value, best["value"]):
+                    best.update(value=value, temperature=t, epoch=e.epoch)
+                trial.report(value, e.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{objective.metric} {value:.5f} at epoch {e.epoch} "
+                                             "is worse than the median of earlier trials")
+
             with tempfile.TemporaryDirectory() as ckpt:
-                result = fit(settings, data_dir, ckpt, on_epoch=on_epoch, log=lambda _: None)
+                fit(settings, data_dir, ckpt, prior, on_epoch=on_epoch, log=lambda _: None,
+                    progress=False)
         except optuna.TrialPruned as e:
             mlflow.set_tags({"optuna_state": "PRUNED", "reason": str(e)})
             raise
         except Exception as e:
             mlflow.set_tags({"optuna_state": "FAIL", "reason": f"{type(e).__name__}: {e}"})
             raise
-        mlflow.log_metrics({"best_val_loss": result.best_val_loss,
-                            "best_epoch": result.best_epoch})
-        mlflow.set_tag("optuna_state", "COMPLETE")
-        return result.best_val_loss
+        if best["temperature"] is not None:
+            trial.set_user_attr("temperature", best["temperature"])
+        trial.set_user_attr("best_epoch", best["epoch"])
+        mlflow.log_metrics({f"best_{objective.metric}": best["value"],
+                            "best_epoch": best["epoch"]})
+        mlflow.set_tags({"optuna_state": "COMPLETE",
+                         "temperature": str(best["temperature"] or "")})
+        return best["value"]
 
 
 @contextmanager
-def _ask_lock(sweep: SweepSettings):
-    """Serialize 'count trials, then ask' among processes sharing a journal file."""
-    if is_url(sweep.storage):
-        yield  # many machines: no shared lock; at most workers-1 extra trials
+def _ask_lock(study: optuna.Study, sweep: SweepSettings):
+    """Serialize 'count trials, then ask' among all workers of the study: a file lock beside a
+    journal (or SQLite) file; a PostgreSQL advisory lock (or MySQL's GET_LOCK) for workers on
+    many machines."""
+    url = sweep.storage
+    if not is_url(url) or url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1] if is_url(url) else url
+        with FileLock(str(Path(path).with_suffix(".ask.lock"))):
+            yield
         return
-    path = Path(sweep.storage).with_suffix(".ask.lock")
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    from sqlalchemy import text
+
+    key = zlib.crc32(sweep.study.encode())
+    with study._storage.engine.connect() as conn:
+        if url.startswith("postgresql"):
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            unlock = text("SELECT pg_advisory_unlock(:k)")
+        else:
+            conn.execute(text("SELECT GET_LOCK(:k, -1)"), {"k": str(key)})
+            unlock = text("SELECT RELEASE_LOCK(:k)")
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            conn.execute(unlock, {"k": key if url.startswith("postgresql") else str(key)})
 
 
-def work(base: Settings, data_dir: str | Path = "data/processed", threads: int | None = None,
-         worker: int = 0) -> int:
+def work(base: Settings, data_dir: str | Path, prior_path: str | Path, manifest: str | Path,
+         threads: int | None = None, worker: int = 0) -> int:
     """One worker: run trials until the study holds sweep.n_trials. Returns trials it ran."""
     import torch
 
@@ -129,34 +202,36 @@ def work(base: Settings, data_dir: str | Path = "data/processed", threads: int |
         torch.set_num_threads(threads)
     sweep = base.sweep
     study = make_study(sweep, worker)
+    prior = bins.load_prior(prior_path)
     mlflow_run.setup(base.tracking.experiment)
-    parent = parent_run_id(study, base)
+    parent = parent_run_id(study, base, manifest)
     ran = 0
     while True:
         for number in fail_stale_trials(study, sweep.heartbeat_s):
             print(f"trial {number}: marked FAIL (its worker stopped)")
-        with _ask_lock(sweep):
+        with _ask_lock(study, sweep):
             taken = study.get_trials(deepcopy=False, states=TAKEN)  # WAITING = enqueued, not run
             if len(taken) >= sweep.n_trials:
                 return ran
             trial = study.ask()
         ran += 1
         with Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s):  # no-op for RDB
-            state, value, note = _attempt(trial, base, parent, Path(data_dir))
+            state, value, note = _attempt(trial, base, parent, Path(data_dir), prior)
         if state == TrialState.COMPLETE:
             study.tell(trial, value)
         else:
             trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "prune_reason",
                                 note)
             study.tell(trial, state=state)
-        print(f"trial {trial.number} (lr={trial.params.get('lr', math.nan):.2e}, "
-              f"width={trial.params.get('decoder_width')}): {state.name}"
-              + (f" {value:.5f}" if value is not None else f" ({note})"))
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in trial.params.items())
+        print(f"trial {trial.number} ({params}): {state.name}"
+              + (f" {sweep.metric} {value:.5f}" if value is not None else f" ({note})"))
 
 
-def _attempt(trial, base, parent, data_dir) -> tuple[TrialState, float | None, str]:
+def _attempt(trial, base, parent, data_dir, prior) -> tuple[TrialState, float | None, str]:
     try:
-        value = run_trial(trial, base, parent, data_dir)
+        value = run_trial(trial, base, parent, data_dir, prior)
     except optuna.TrialPruned as e:
         return TrialState.PRUNED, None, str(e)
     except Exception as e:  # a diverged (NaN) or broken trial must not stop the sweep
@@ -166,19 +241,21 @@ def _attempt(trial, base, parent, data_dir) -> tuple[TrialState, float | None, s
     return TrialState.COMPLETE, value, ""
 
 
-def run_workers(base: Settings, workers: int, data_dir: str | Path = "data/processed") -> None:
+def run_workers(base: Settings, workers: int, data_dir: str | Path, prior_path: str | Path,
+                manifest: str | Path) -> None:
     """Run `workers` processes on the shared study (in-process when workers == 1)."""
     # Create the study, the MLflow store and the parent run once, before workers race to.
     mlflow_run.setup(base.tracking.experiment)
     study = make_study(base.sweep)
-    parent_run_id(study, base)
+    parent_run_id(study, base, manifest)
     enqueue_defaults(study, base)
     if workers == 1:
-        work(base, data_dir)
+        work(base, data_dir, prior_path, manifest)
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work, args=(base, str(data_dir), threads, i))
+    procs = [ctx.Process(target=work, args=(base, str(data_dir), str(prior_path), str(manifest),
+                                            threads, i))
              for i in range(workers)]
     for p in procs:
         p.start()

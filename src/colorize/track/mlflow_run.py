@@ -1,7 +1,10 @@
 """MLflow: where runs go, and the one run that spans a pipeline execution.
 
-The train stage opens the run and writes its id to models/run.json (a DVC output, so dvc.lock
-links every result to its run); the evaluate stage reopens that run to add metrics and the model.
+The train stage opens the run (named after the DVC experiment, with the train/validation
+manifests logged as MLflow datasets) and writes its id to models/run.json, a DVC output kept in
+git, so dvc.lock links every result to its run; the evaluate stage reopens that run to add
+metrics and the model. models/run.json holds no absolute path: the local store is always
+<repository>/mlflow.db, found from wherever the command runs.
 """
 
 from __future__ import annotations
@@ -10,39 +13,50 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
-RUN_FILE = "models/run.json"
+from colorize.errors import UserError
+from colorize.files import write_json
+from colorize.paths import project_root
+
+LOCAL_STORE = "mlflow.db"
+ARTIFACTS = "mlartifacts"
+# Opens the experiment on its runs table instead of MLflow 3's GenAI overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def project_root() -> Path:
-    """The repository root: DVC_ROOT when DVC runs us (so queued `dvc exp run` jobs in temporary
-    copies log to the same store), else the nearest folder with dvc.yaml, else the cwd."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").exists():
-            return folder
-    return here
+def local_uri() -> str:
+    return f"sqlite:///{project_root() / LOCAL_STORE}"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI (a server, for a team) or the repository's own SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
+
+
+def is_local() -> bool:
+    """The repository's own store (mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, so the
+    variable alone does not tell)."""
+    return tracking_uri() == local_uri()
 
 
 def setup(experiment: str) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns its id."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    if is_local():
+        from colorize.track.store import relocate
+
+        relocate(project_root())  # a moved or copied checkout: point the store at its new home
     mlflow.set_tracking_uri(tracking_uri())
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
-        location = None
-        if tracking_uri().startswith("sqlite:"):  # keep artifacts inside the repository
-            location = (project_root() / "mlartifacts").as_uri()
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+        location = (project_root() / ARTIFACTS).as_uri() if is_local() else None
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                          tags=EXPERIMENT_TAGS)
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
@@ -58,6 +72,17 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
+def experiment_name() -> str:
+    """DVC sets DVC_EXP_NAME for `dvc exp run`; a plain `dvc repro` runs in the workspace."""
+    return os.environ.get("DVC_EXP_NAME", "workspace")
+
+
+def run_name() -> str:
+    """MLflow run name: the DVC experiment's name, or workspace@<commit> for `dvc repro`."""
+    name = experiment_name()
+    return name if name != "workspace" else f"workspace@{git_commit()[:8]}"
+
+
 def file_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -65,21 +90,32 @@ def file_hash(path: str | Path) -> str:
 def run_tags(manifest: str | Path) -> dict[str, str]:
     return {
         "git_commit": git_commit(),
-        # DVC sets DVC_EXP_NAME for `dvc exp run`; a plain `dvc repro` has none.
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc_experiment": experiment_name(),
         "data_manifest_sha256": file_hash(manifest) if Path(manifest).exists() else "missing",
     }
 
 
-def write_run_file(run_id: str, experiment_id: str, path: str | Path = RUN_FILE) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    info = {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri()}
-    Path(path).write_text(json.dumps(info, indent=2) + "\n")
+def log_datasets(manifest: str | Path) -> None:
+    """The split manifest's train and validation rows as MLflow datasets of the active run,
+    so the UI shows which photos a run saw (and their digest)."""
+    rows = pd.read_csv(manifest)
+    for split, context in (("train", "training"), ("val", "validation")):
+        part = rows[rows["split"] == split].reset_index(drop=True)
+        with warnings.catch_warnings():  # source-kind and integer-column hints: not ours
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(part, source=str(manifest),
+                                              name=f"photos-{split}")
+            mlflow.log_input(dataset, context=context)
 
 
-def read_run_file(path: str | Path = RUN_FILE) -> dict:
+def write_run_file(run_id: str, experiment_id: str, path: str | Path) -> None:
+    info = {"run_id": run_id, "experiment_id": experiment_id,
+            "tracking": LOCAL_STORE if is_local() else tracking_uri()}
+    write_json(path, info)
+
+
+def read_run_file(path: str | Path) -> dict:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p}: no run id (run the train stage first)")
+        raise UserError(f"{p}: no MLflow run id (run the train stage first: dvc repro train)")
     return json.loads(p.read_text())
-

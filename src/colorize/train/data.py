@@ -1,0 +1,80 @@
+"""Training data: the memory-mapped LAB store as a torch Dataset, with augmentation whose
+randomness is a function of (seed, epoch, image) only.
+
+albumentations keeps one random generator per Compose; DataLoader workers each get a copy of
+it, so with num_workers > 0 every worker would replay the same crops. Here each item reseeds the
+transform from (seed, epoch, index) before use: crops differ between images, epochs and workers,
+do not depend on num_workers, DDP ranks or order, and a rerun repeats them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
+
+import albumentations as A  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import Dataset, DistributedSampler, Sampler  # noqa: E402
+
+from colorize import lab  # noqa: E402
+from colorize.preprocess.store import LabStore  # noqa: E402
+
+
+def train_transform(crop: int, scale_min: float) -> A.Compose:
+    # Geometric only: colours must stay true. Resized crops give many views of each photo.
+    return A.Compose([
+        A.RandomResizedCrop(size=(crop, crop), scale=(scale_min, 1.0), ratio=(0.75, 4 / 3)),
+        A.HorizontalFlip(p=0.5),
+    ])
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class LabDataset(Dataset):
+    """Yields (L, ab) float32 tensors: L normalized (1, H, W), ab / AB_SCALE (2, H, W).
+
+    Indexed by an int (no augmentation: validation) or by (epoch, index) from EpochSampler
+    (augmented, reproducibly)."""
+
+    def __init__(self, store: LabStore, transform: A.Compose | None = None, seed: int = 0):
+        self.store, self.transform, self.seed = store, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        x = np.asarray(self.store[i], dtype=np.float32).transpose(1, 2, 0)  # H, W, 3
+        if self.transform is not None and epoch is not None:
+            self.transform.set_random_seed(item_seed(self.seed, epoch, i))
+            x = self.transform(image=x)["image"]
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        return lab.normalize_l(x[:1]), lab.normalize_ab(x[1:])
+
+
+class EpochSampler(Sampler):
+    """This rank's share of a permutation seeded by (seed, epoch), as (epoch, index) keys.
+
+    The permutation is DistributedSampler's, also for one process (world size 1): rank r takes
+    positions r, r + W, ..., so the union of all ranks' k-th batches of batch_size / W images is
+    exactly one process's k-th batch of batch_size images."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1):
+        self.inner = DistributedSampler(range(size), num_replicas=world, rank=rank, shuffle=True,
+                                        seed=seed, drop_last=world > 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
