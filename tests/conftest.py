@@ -71,7 +71,7 @@ def run(args, cwd, env, check=True) -> subprocess.CompletedProcess:
     return out
 
 
-def make_pipeline_repo(root: Path, **params) -> dict:
+def make_pipeline_repo(root: Path, photos: int = 20, **params) -> dict:
     """A git + DVC repository with this project's pipeline, tiny real photos and tiny params.
     Returns the environment to run dvc / colorize in (PATH to this venv, no analytics)."""
     import yaml
@@ -80,7 +80,7 @@ def make_pipeline_repo(root: Path, **params) -> dict:
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "scripts", root / "scripts")
-    for i, tile in enumerate(photo_tiles(20, 40)):
+    for i, tile in enumerate(photo_tiles(photos, 40)):
         write_rgb(root / "data/raw/photos" / f"p{i:02d}.{'png' if i % 2 else 'jpg'}", tile)
     p = yaml.safe_load((root / "params.yaml").read_text())
     p["data"].update(source="folder", path="data/raw/photos", val_fraction=0.25, min_size=16)

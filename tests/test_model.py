@@ -48,16 +48,16 @@ def test_tutorial_network_is_about_095m_and_classification_adds_q_logits():
         TRUNK + _decoder(128) + _conv(32, q, 1) + q)
 
 
-@pytest.mark.parametrize("head,depth,size", [
-    ("regression", 2, 64), ("regression", 3, 48), ("regression", 4, 64),
-    ("classification", 2, 64), ("classification", 4, 96)])
-def test_output_shapes(head, depth, size):
-    model = Colorizer(32, head, depth).eval()
+@pytest.mark.parametrize("head,depth,stride,size", [
+    ("regression", 2, 1, 64), ("regression", 3, 1, 48), ("regression", 4, 1, 64),
+    ("classification", 2, 4, 64), ("classification", 2, 2, 64), ("classification", 4, 4, 96)])
+def test_output_shapes(head, depth, stride, size):
+    model = Colorizer(32, head, depth, logit_stride=stride).eval()
     with torch.no_grad():
         out = model(torch.zeros(2, 1, size, size))
         ab = model.decode(out, 0.5)
-    channels, scale = (2, 1) if head == "regression" else (bins.num_bins(), 2)
-    assert out.shape == (2, channels, size // scale, size // scale)
+    channels = 2 if head == "regression" else bins.num_bins()
+    assert out.shape == (2, channels, size // stride, size // stride)
     assert ab.shape == (2, 2, size, size)
 
 

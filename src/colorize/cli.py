@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -65,11 +64,12 @@ def cmd_train(args) -> int:
 
     s = _settings(args)
     if s.train.nproc > 1 and not dist.launched_by_torchrun():
-        # train.nproc > 1: run this same command under torchrun on this machine.
+        # train.nproc > 1: become torchrun running this same command (signals reach it, and
+        # it stops its ranks), with train.nproc processes on this machine.
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={s.train.nproc}", "-m", "colorize.cli", *args.argv]
         print("launching:", " ".join(cmd[1:]), flush=True)
-        return subprocess.call(cmd)
+        os.execv(sys.executable, cmd)
     from colorize.train.stage import run
 
     run(s, data_dir=args.data, prior_path=args.prior, manifest=args.manifest,
@@ -117,6 +117,20 @@ def _temperature(args) -> float | None:
     return None
 
 
+def cmd_request(args) -> int:
+    from colorize import config
+    from colorize.predict.client import request
+
+    T = args.temperature
+    if T is not None:
+        try:
+            T = config.check_temperature(T)
+        except ValueError as e:
+            raise config.ConfigError(f"--temperature: {e}") from None
+    result = request(args.photos, args.url, args.out, T)
+    return 1 if result["skipped"] else 0
+
+
 def cmd_export(args) -> int:
     from colorize.predict.export import export_onnx
 
@@ -143,8 +157,17 @@ def cmd_promote(args) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless there is none or the help already names it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     parser = argparse.ArgumentParser(prog="colorize", description=__doc__, formatter_class=fmt)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -166,40 +189,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="metrics/data.json", help="data report (counts)")
     p = stage("preprocess", cmd_preprocess, "stage 2: decode, resize, LAB float16 shards",
               "Reads the manifest and the source; writes memory-mapped LAB shards per split.")
-    p.add_argument("--manifest", default=MANIFEST)
+    p.add_argument("--manifest", default=MANIFEST, help="split manifest (input)")
     p.add_argument("--out", default=PROCESSED, help="shards: <out>/train, <out>/val")
     p.add_argument("--stats", default="logs/preprocess.json", help="throughput and reuse")
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes (default: params preprocess.workers)")
     p = stage("prior", cmd_prior, "stage 3: ab prior over the colour bins (training split)",
               "Reads the training shards only; writes the smoothed ab prior and its picture.")
-    p.add_argument("--train-dir", default=f"{PROCESSED}/train")
+    p.add_argument("--train-dir", default=f"{PROCESSED}/train", help="training shards (input)")
     p.add_argument("--out", default=PRIOR, help="(Q,) float64 .npy")
-    p.add_argument("--plot", default="data/prior/ab_prior.png")
+    p.add_argument("--plot", default="data/prior/ab_prior.png", help="picture of the prior")
     p = stage("train", cmd_train, "stage 4: train with checkpoints, log to MLflow",
               "Reads the shards and the prior; writes the best model, the MLflow run id, "
               "metrics and the loss history; resumes from models/checkpoints after a crash. "
               "With params train.nproc > 1 it relaunches itself under torchrun.")
-    p.add_argument("--data", default=PROCESSED)
-    p.add_argument("--prior", default=PRIOR)
+    p.add_argument("--data", default=PROCESSED, help="LAB shards (input)")
+    p.add_argument("--prior", default=PRIOR, help="ab prior (input)")
     p.add_argument("--manifest", default=MANIFEST, help="logged as the run's datasets")
     p.add_argument("--model", default=MODEL, help="best weights (output)")
     p.add_argument("--run-file", default=RUN_FILE, help="MLflow run id (output)")
-    p.add_argument("--metrics", default="metrics/train.json")
-    p.add_argument("--history", default="plots/train_history.csv")
-    p.add_argument("--checkpoints", default="models/checkpoints")
+    p.add_argument("--metrics", default="metrics/train.json", help="best epoch and loss")
+    p.add_argument("--history", default="plots/train_history.csv", help="loss per epoch")
+    p.add_argument("--checkpoints", default="models/checkpoints",
+                   help="resumable checkpoints, one folder per settings+data fingerprint")
     p = stage("evaluate", cmd_evaluate, "stage 5: metrics vs gray; log and register the model",
               "Reads the model, the validation shards and the prior; writes metrics, the "
               "temperature trade-off, the sample grid and the AuC curve; adds them and the "
               "model to the train stage's MLflow run and registers a new version.")
-    p.add_argument("--model", default=MODEL)
-    p.add_argument("--data", default=PROCESSED)
-    p.add_argument("--prior", default=PRIOR)
-    p.add_argument("--run-file", default=RUN_FILE)
-    p.add_argument("--metrics", default="metrics/evaluate.json")
-    p.add_argument("--tradeoff", default="plots/tradeoff.csv")
-    p.add_argument("--samples", default="plots/samples.png")
-    p.add_argument("--curve", default="plots/ab_error_cmf.csv")
+    p.add_argument("--model", default=MODEL, help="model file (input)")
+    p.add_argument("--data", default=PROCESSED, help="LAB shards; the val split is scored")
+    p.add_argument("--prior", default=PRIOR, help="ab prior, for the rebalanced AuC")
+    p.add_argument("--run-file", default=RUN_FILE, help="the train stage's MLflow run")
+    p.add_argument("--metrics", default="metrics/evaluate.json", help="model vs gray (output)")
+    p.add_argument("--tradeoff", default="plots/tradeoff.csv",
+                   help="metrics per temperature (output)")
+    p.add_argument("--samples", default="plots/samples.png", help="labelled grid (output)")
+    p.add_argument("--curve", default="plots/ab_error_cmf.csv",
+                   help="cumulative ab-error curve (output)")
 
     p = stage("predict", cmd_predict, "colorize your own photos at full resolution",
               "Writes one PNG per photo: a file named on the command line -> OUT/<name>.png, "
@@ -216,6 +242,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="photos per network call")
     p.add_argument("--fp32", action="store_true",
                    help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
+    p = stage("request", cmd_request, "colorize photos with a served model over HTTP",
+              "Posts each photo (any size) to URL/invocations of `mlflow models serve` and "
+              "writes OUT/<name>.png; a photo the server refuses is skipped and listed.")
+    p.add_argument("photos", nargs="+", help="photo files")
+    p.add_argument("--url", default="http://127.0.0.1:5001", help="the served model")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="classification head: annealed-mean T (default: the served version's)")
     p = stage("export", cmd_export, "export the network and its decoding to ONNX",
               "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
               "with onnxruntime.")

@@ -79,6 +79,7 @@ class PreprocessSettings(Section):
 class ModelSettings(Section):
     head: Literal["regression", "classification"]
     trunk_depth: Literal[2, 3, 4]
+    logit_stride: Literal[2, 4]  # classification head: logits at 1/stride of the input size
     decoder_width: Annotated[StrictInt, Field(ge=4, le=2048, multiple_of=4)]
 
 

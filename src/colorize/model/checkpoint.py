@@ -27,11 +27,12 @@ class ModelError(UserError):
 
 def architecture(model: Colorizer) -> dict[str, Any]:
     return {"head": model.head, "trunk_depth": model.trunk_depth,
-            "decoder_width": model.decoder_width}
+            "decoder_width": model.decoder_width, "logit_stride": model.logit_stride}
 
 
 def build(arch: dict[str, Any]) -> Colorizer:
-    return Colorizer(int(arch["decoder_width"]), str(arch["head"]), int(arch["trunk_depth"]))
+    return Colorizer(int(arch["decoder_width"]), str(arch["head"]), int(arch["trunk_depth"]),
+                     int(arch.get("logit_stride", 4)))
 
 
 def save_model(model: Colorizer, path: str | Path, size: int, meta: dict | None = None) -> None:
@@ -72,7 +73,7 @@ def load_model(path: str | Path) -> tuple[Colorizer, int, dict]:
         weights = state["state_dict"]
     elif "model" in state and "settings" in state:  # a training checkpoint
         s = state["settings"]
-        model = build({k: s[f"model.{k}"] for k in ("head", "trunk_depth", "decoder_width")})
+        model = build({k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("model.")})
         size, weights = s["preprocess.size"], state["model"]
         meta = {"epochs_done": len(state.get("history", [])), "checkpoint": True}
     else:

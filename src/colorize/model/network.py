@@ -41,13 +41,16 @@ class Colorizer(nn.Module):
     H and W must be multiples of 8 (the trunk downsamples by 8, the decoder upsamples by 8).
     """
 
-    def __init__(self, decoder_width: int = 128, head: str = "regression", trunk_depth: int = 2):
+    def __init__(self, decoder_width: int = 128, head: str = "regression", trunk_depth: int = 2,
+                 logit_stride: int = 4):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head {head!r} is not one of {HEADS}")
         if trunk_depth not in (2, 3, 4):
             raise ValueError(f"trunk_depth {trunk_depth} is not 2, 3 or 4")
         self.decoder_width, self.head, self.trunk_depth = decoder_width, head, trunk_depth
+        # The classification head predicts at 1/logit_stride of the input (the paper: 1/4).
+        self.logit_stride = 1 if head == "regression" else logit_stride
         r = resnet18(weights=None)  # never load weights from a hub at run time
         r.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         # conv1, bn1, relu, maxpool, layer1, layer2 -> 128 channels at 1/8 resolution
@@ -62,10 +65,11 @@ class Colorizer(nn.Module):
         skip = 64 if trunk_depth > 2 else 0  # layer1's features at 1/4
         out = ([nn.Conv2d(w // 4, 2, 3, padding=1), nn.Upsample(scale_factor=2)]
                if head == "regression" else [nn.Conv2d(w // 4, bins.num_bins(), 1)])
+        half = [nn.Upsample(scale_factor=2)] if self.logit_stride < 4 else []
         self.decoder = nn.Sequential(
             *_block(128, w), nn.Upsample(scale_factor=2),
             *_block(w + skip, w // 2),
-            *_block(w // 2, w // 2), nn.Upsample(scale_factor=2),
+            *_block(w // 2, w // 2), *half,
             *_block(w // 2, w // 4),
             *out,
         )
@@ -90,7 +94,8 @@ class Colorizer(nn.Module):
         if self.head == "regression":
             return out.float()
         ab = bins.annealed_mean(out, temperature) / lab.AB_SCALE
-        return F.interpolate(ab, scale_factor=2, mode="bilinear", align_corners=False)
+        return F.interpolate(ab, scale_factor=self.logit_stride, mode="bilinear",
+                             align_corners=False)
 
 
 class Decoded(nn.Module):

@@ -18,7 +18,7 @@ from colorize.sweep.report import (
     log_to_parent,
     write_best,
 )
-from colorize.sweep.storage import is_url
+from colorize.sweep.storage import is_url, open_storage, redact
 from colorize.sweep.study import make_study, run_workers
 
 
@@ -42,7 +42,9 @@ def sweep(settings: Settings, *, workers: int = 1, apply: bool = False,
     seconds = time.perf_counter() - start
     study = make_study(settings.sweep)
     best = best_params(study, settings.sweep.metric)
-    log_to_parent(study, settings, best)
+    # The parent run's tags show the settings: never a database password.
+    log_to_parent(study, settings.override(sweep={"storage": redact(settings.sweep.storage)}),
+                  best)
     print(f"sweep '{study.study_name}': {len(study.trials)} trials in total, "
           f"this call {seconds:.0f}s with {workers} worker(s)")
     if best is None:
@@ -57,14 +59,16 @@ def sweep(settings: Settings, *, workers: int = 1, apply: bool = False,
 
 def _apply_existing(settings: Settings, params_path: str | Path) -> dict:
     sweep_settings = settings.sweep
+    where = redact(sweep_settings.storage)  # never print a database password
     if not is_url(sweep_settings.storage) and not Path(sweep_settings.storage).exists():
-        raise UserError(f"no study to apply: {sweep_settings.storage} does not exist (run "
-                        "`colorize sweep` first)")
+        raise UserError(f"no study to apply: {where} does not exist (run `colorize sweep` "
+                        "first)")
+    # Load, not create: --apply on a server must not leave an empty study behind.
     try:
         optuna.load_study(study_name=sweep_settings.study,
-                          storage=make_study(sweep_settings)._storage)
+                          storage=open_storage(sweep_settings.storage, sweep_settings.heartbeat_s))
     except KeyError:
-        raise UserError(f"no study named {sweep_settings.study!r} in {sweep_settings.storage} "
+        raise UserError(f"no study named {sweep_settings.study!r} in {where} "
                         "(run `colorize sweep` first)") from None
     best = best_params(make_study(sweep_settings), sweep_settings.metric)
     if best is None:

@@ -11,6 +11,11 @@ journal file, an advisory lock in PostgreSQL), so parallel workers never run mor
 `sweep.n_trials` in total; a trial that diverges or raises is recorded as FAIL with its reason
 and the sweep goes on. (The sweep runs trials and scores them, so it uses train.loop and
 evaluate.run; neither imports the sweep.)
+
+On many machines (an RDB URL), every check-then-act step runs under the study's lock
+(storage.study_lock): creating the study, its MLflow parent run and the enqueued defaults happen
+once however many `colorize sweep` commands start at the same moment, and "count the trials, then
+ask" never lets the study exceed sweep.n_trials.
 """
 
 from __future__ import annotations
@@ -19,26 +24,31 @@ import math
 import multiprocessing
 import os
 import tempfile
-import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
-from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from colorize.config import Settings, SweepSettings
 from colorize.evaluate.run import score
 from colorize.model import bins
 from colorize.preprocess.store import LabStore
-from colorize.sweep.storage import Heartbeat, fail_stale_trials, is_url, open_storage
+from colorize.sweep.storage import (
+    Heartbeat,
+    fail_stale_trials,
+    open_storage,
+    redact,
+    study_lock,
+    take_trial,
+)
 from colorize.track import mlflow_run
 from colorize.train.loop import Epoch, fit
 
 PARENT_ATTR = "mlflow_parent_run_id"
-TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 MAXIMIZE = {"auc", "auc_rebalanced"}
 
 
@@ -48,23 +58,27 @@ def direction(metric: str) -> str:
 
 def make_study(sweep: SweepSettings, worker: int = 0) -> optuna.Study:
     """Open (or create) the study. Each worker gets its own sampler seed, derived from
-    sweep.sampler_seed, so that parallel workers do not propose the same parameters."""
+    sweep.sampler_seed, so that parallel workers do not propose the same parameters. Under the
+    study's lock: on a fresh database, Optuna's table creation races between processes."""
     pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
               if sweep.pruner == "median" else optuna.pruners.NopPruner())
-    return optuna.create_study(
-        study_name=sweep.study, storage=open_storage(sweep.storage, sweep.heartbeat_s),
-        sampler=optuna.samplers.TPESampler(seed=sweep.sampler_seed * 1000 + worker), pruner=pruner,
-        direction=direction(sweep.metric), load_if_exists=True)
+    with study_lock(sweep.storage, sweep.study):
+        return optuna.create_study(
+            study_name=sweep.study, storage=open_storage(sweep.storage, sweep.heartbeat_s),
+            sampler=optuna.samplers.TPESampler(seed=sweep.sampler_seed * 1000 + worker),
+            pruner=pruner, direction=direction(sweep.metric), load_if_exists=True)
 
 
 def parent_run_id(study: optuna.Study, settings: Settings, manifest: str | Path) -> str:
-    """The study's MLflow parent run, created once and remembered in the study itself."""
+    """The study's MLflow parent run, created once and remembered in the study itself (call it
+    under study_lock where several commands may start the study at once)."""
     if PARENT_ATTR in study.user_attrs:
         return study.user_attrs[PARENT_ATTR]
     experiment_id = mlflow_run.setup(settings.tracking.experiment)
     run = mlflow.MlflowClient().create_run(
         experiment_id, run_name=f"sweep-{study.study_name}",
-        tags={"optuna_study": study.study_name, "optuna_storage": settings.sweep.storage,
+        tags={"optuna_study": study.study_name,
+              "optuna_storage": redact(settings.sweep.storage),
               **mlflow_run.run_tags(manifest)})
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return run.info.run_id
@@ -166,33 +180,6 @@ def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
         return best["value"]
 
 
-@contextmanager
-def _ask_lock(study: optuna.Study, sweep: SweepSettings):
-    """Serialize 'count trials, then ask' among all workers of the study: a file lock beside a
-    journal (or SQLite) file; a PostgreSQL advisory lock (or MySQL's GET_LOCK) for workers on
-    many machines."""
-    url = sweep.storage
-    if not is_url(url) or url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1] if is_url(url) else url
-        with FileLock(str(Path(path).with_suffix(".ask.lock"))):
-            yield
-        return
-    from sqlalchemy import text
-
-    key = zlib.crc32(sweep.study.encode())
-    with study._storage.engine.connect() as conn:
-        if url.startswith("postgresql"):
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            unlock = text("SELECT pg_advisory_unlock(:k)")
-        else:
-            conn.execute(text("SELECT GET_LOCK(:k, -1)"), {"k": str(key)})
-            unlock = text("SELECT RELEASE_LOCK(:k)")
-        try:
-            yield
-        finally:
-            conn.execute(unlock, {"k": key if url.startswith("postgresql") else str(key)})
-
-
 def work(base: Settings, data_dir: str | Path, prior_path: str | Path, manifest: str | Path,
          threads: int | None = None, worker: int = 0) -> int:
     """One worker: run trials until the study holds sweep.n_trials. Returns trials it ran."""
@@ -209,24 +196,46 @@ def work(base: Settings, data_dir: str | Path, prior_path: str | Path, manifest:
     while True:
         for number in fail_stale_trials(study, sweep.heartbeat_s):
             print(f"trial {number}: marked FAIL (its worker stopped)")
-        with _ask_lock(study, sweep):
-            taken = study.get_trials(deepcopy=False, states=TAKEN)  # WAITING = enqueued, not run
-            if len(taken) >= sweep.n_trials:
-                return ran
-            trial = study.ask()
+            _close_orphan_run(study, number)
+        trial = take_trial(study, sweep)
+        if trial is None:
+            return ran
         ran += 1
-        with Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s):  # no-op for RDB
+        with Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s):
             state, value, note = _attempt(trial, base, parent, Path(data_dir), prior)
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
-        else:
-            trial.set_user_attr("fail_reason" if state == TrialState.FAIL else "prune_reason",
-                                note)
-            study.tell(trial, state=state)
+        # Another worker may have failed this trial meanwhile (its heartbeat missed for too
+        # long, e.g. the database was unreachable): keep that verdict, and go on.
+        try:
+            if state != TrialState.COMPLETE:
+                trial.set_user_attr(
+                    "fail_reason" if state == TrialState.FAIL else "prune_reason", note)
+            told = study.tell(trial, value if state == TrialState.COMPLETE else None,
+                              state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            told = None
+        if told is None or told.state != state:
+            print(f"trial {trial.number}: already marked FAIL by another worker")
+            continue
         params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in trial.params.items())
         print(f"trial {trial.number} ({params}): {state.name}"
               + (f" {sweep.metric} {value:.5f}" if value is not None else f" ({note})"))
+
+
+def _close_orphan_run(study: optuna.Study, number: int) -> None:
+    """A dead worker's trial run would stay RUNNING in MLflow forever: end it as FAILED, with
+    the same state and reason tags as any failed trial."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id is None:  # killed before its run was created
+        return
+    client = mlflow.MlflowClient()
+    try:
+        client.set_tag(run_id, "optuna_state", "FAIL")
+        client.set_tag(run_id, "reason", trial.user_attrs.get("fail_reason", "worker stopped"))
+        client.set_terminated(run_id, "FAILED")
+    except MlflowException as e:  # e.g. the run was deleted: the study's verdict stands
+        print(f"trial {number}: its MLflow run {run_id} not closed ({e.message[:160]})")
 
 
 def _attempt(trial, base, parent, data_dir, prior) -> tuple[TrialState, float | None, str]:
@@ -244,11 +253,13 @@ def _attempt(trial, base, parent, data_dir, prior) -> tuple[TrialState, float | 
 def run_workers(base: Settings, workers: int, data_dir: str | Path, prior_path: str | Path,
                 manifest: str | Path) -> None:
     """Run `workers` processes on the shared study (in-process when workers == 1)."""
-    # Create the study, the MLflow store and the parent run once, before workers race to.
-    mlflow_run.setup(base.tracking.experiment)
+    # Create the study, the MLflow store and the parent run once, before workers race to; under
+    # the study's lock, for commands started at the same time on other machines.
     study = make_study(base.sweep)
-    parent_run_id(study, base, manifest)
-    enqueue_defaults(study, base)
+    with study_lock(base.sweep.storage, base.sweep.study):
+        mlflow_run.setup(base.tracking.experiment)  # creating the experiment races too
+        parent_run_id(study, base, manifest)
+        enqueue_defaults(study, base)
     if workers == 1:
         work(base, data_dir, prior_path, manifest)
         return

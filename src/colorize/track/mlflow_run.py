@@ -5,6 +5,10 @@ manifests logged as MLflow datasets) and writes its id to models/run.json, a DVC
 git, so dvc.lock links every result to its run; the evaluate stage reopens that run to add
 metrics and the model. models/run.json holds no absolute path: the local store is always
 <repository>/mlflow.db, found from wherever the command runs.
+
+Queued `dvc exp run` jobs (`dvc queue start -j 2`) run side by side and share that store; MLflow
+creates a missing store with migrations that fail when two processes run them at once (a fresh
+clone's first two queued experiments did), so the store is created under a file lock.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
 
 from colorize.errors import UserError
 from colorize.files import write_json
@@ -25,6 +31,7 @@ from colorize.paths import project_root
 
 LOCAL_STORE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
+SETUP_LOCK = f".{LOCAL_STORE}.setup.lock"  # in the repository root, git-ignored (/.*.lock)
 # Opens the experiment on its runs table instead of MLflow 3's GenAI overview.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -45,18 +52,35 @@ def is_local() -> bool:
 
 
 def setup(experiment: str) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-    if is_local():
-        from colorize.track.store import relocate
+    """Point MLflow at the store and make sure the experiment exists; returns its id.
 
-        relocate(project_root())  # a moved or copied checkout: point the store at its new home
-    mlflow.set_tracking_uri(tracking_uri())
+    With the local store, the first access (which creates mlflow.db and its tables) and the
+    experiment's creation happen under a file lock: concurrent queued experiments would otherwise
+    race in MLflow's schema migrations or both create the experiment, and one would fail."""
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    if not is_local():
+        mlflow.set_tracking_uri(tracking_uri())
+        return _experiment_id(experiment)
+    from colorize.track.store import relocate
+
+    root = project_root()
+    with FileLock(str(root / SETUP_LOCK)):
+        relocate(root)  # a moved or copied checkout: point the store at its new home
+        mlflow.set_tracking_uri(tracking_uri())
+        return _experiment_id(experiment)
+
+
+def _experiment_id(experiment: str) -> str:
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         location = (project_root() / ARTIFACTS).as_uri() if is_local() else None
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
-                                          tags=EXPERIMENT_TAGS)
+        try:
+            exp_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                              tags=EXPERIMENT_TAGS)
+        except MlflowException as e:  # another machine created it first (a shared server)
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
     else:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)

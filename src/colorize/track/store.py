@@ -5,10 +5,15 @@ experiments, runs, logged models and model versions. After `mv` of the checkout,
 mlflow.db and mlartifacts/ into a fresh clone, those point at the old folder and `models:/`
 URIs no longer resolve. Before each use, `relocate` rewrites that prefix to the repository's
 current location, under a file lock (a no-op when nothing moved).
+
+Only ever the repository's own SQLite file: with MLFLOW_TRACKING_URI naming anything else (a
+team server, another database) nothing is read or rewritten, since a server's locations are the
+server's business and a file beside the checkout is then not the store in use.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -29,10 +34,21 @@ def recorded_root(db: Path) -> str | None:
     return row[0][: -len(ARTIFACTS) - 1] if row else None
 
 
+def is_this_store(uri: str, db: Path) -> bool:
+    """Whether the tracking URI names the SQLite file `db` (sqlite:///<absolute path>)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return False
+    path = uri.removeprefix(prefix).split("?", 1)[0]
+    return Path(path).resolve() == db.resolve()
+
+
 def relocate(root: Path) -> bool:
-    """Point the store's artifact locations at `root`; True when something was rewritten."""
+    """Point the store's artifact locations at `root`; True when something was rewritten.
+    A no-op unless the store in use is root/mlflow.db."""
     db = root / STORE
-    if not db.is_file():
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not db.is_file() or (uri and not is_this_store(uri, db)):
         return False
     new = root.resolve().as_uri()
     with FileLock(str(root / f".{STORE}.relocate.lock")):

@@ -10,7 +10,9 @@ do not depend on num_workers, DDP ranks or order, and a rerun repeats them exact
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
 
@@ -78,3 +80,47 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:
         return len(self.inner)
+
+
+class Prefetch:
+    """Iterate a DataLoader in a background thread (for num_workers = 0): reading and cropping
+    the next batch overlaps with the network's step, as NumPy, OpenCV and PyTorch release the
+    GIL. Without worker processes, nothing competes with PyTorch's threads for the cores."""
+
+    def __init__(self, loader: Iterable, depth: int = 2):
+        self.loader, self.depth = loader, depth
+
+    def __iter__(self) -> Iterator:
+        items: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        done = object()
+
+        def put(item) -> bool:
+            """Hand over one item unless the consumer has stopped."""
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for item in self.loader:
+                    if not put(item):
+                        return
+                put(done)
+            except BaseException as e:  # handed to the consumer, raised there
+                put(e)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := items.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:  # the consumer stopped early (max steps, an error): release the producer
+            stop.set()
+            thread.join()

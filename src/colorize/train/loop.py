@@ -35,7 +35,7 @@ from colorize.model.checkpoint import build, read_state
 from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
 from colorize.train import dist
-from colorize.train.data import EpochSampler, LabDataset, train_transform
+from colorize.train.data import EpochSampler, LabDataset, Prefetch, train_transform
 from colorize.train.loss import make_loss
 
 
@@ -162,7 +162,8 @@ def fit(settings: Settings, data_dir: str | Path, checkpoint_dir: str | Path,
         total = torch.zeros((), device=device)
         bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}", unit="step", leave=False,
                    disable=not bar_on)
-        for step, (L, ab) in enumerate(loader):
+        batches = loader if t.num_workers else Prefetch(loader)
+        for step, (L, ab) in enumerate(batches):
             if step == steps:
                 break
             L, ab = _to(L, device), _to(ab, device)

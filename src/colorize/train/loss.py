@@ -39,7 +39,8 @@ class ClassificationLoss(nn.Module):
         self.register_buffer("class_weight", torch.tensor(weights, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        target = F.avg_pool2d(ab.float(), 2) * lab.AB_SCALE  # ab units at the logits' size
+        factor = ab.shape[-1] // logits.shape[-1]  # targets at the logits' resolution
+        target = F.avg_pool2d(ab.float(), factor) * lab.AB_SCALE
         idx, w = self.encode(target)
         logp = F.log_softmax(logits.float(), dim=1)
         ce = -(logp.gather(1, idx) * w).sum(1)
