@@ -29,13 +29,14 @@ run: setup
 	@echo
 	@echo "Done. Look at the results with:"
 	@echo "  .venv/bin/dvc metrics show            # model vs gray baseline, data report"
-	@echo "  .venv/bin/dvc plots show              # loss curves, AuC curve, samples -> dvc_plots/index.html"
-	@echo "  .venv/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db   # runs, images, registered model"
+	@echo "  .venv/bin/dvc plots show              # curves, trade-off, samples, prior -> dvc_plots/index.html"
+	@echo "  make ui                               # MLflow: runs, images, registered model"
+	@echo "  .venv/bin/colorize predict photo.jpg --out colorized/   # your own photos"
 
-# Optuna sweep over train.lr and model.decoder_width (params.yaml: sweep); not part of dvc repro.
+# Optuna sweep (params.yaml: sweep); not part of dvc repro.
 WORKERS ?= 2
 sweep: setup
-	$(BIN)/dvc repro preprocess
+	$(BIN)/dvc repro prior
 	$(BIN)/colorize sweep --workers $(WORKERS)
 
 test: setup

@@ -4,6 +4,7 @@ training steps: forward, loss, backward, optimizer step):
   (a) model only:  the network on one in-memory batch, again and again (the upper bound)
   (b) project:     the project's whole training loop (train.loop.fit): memory-mapped LAB shards,
                    albumentations crops and flips seeded per image, the configured head and loss
+                   (its second epoch: the first warms up)
   (c) seed-style:  the tutorial's loop: PIL decode, torchvision RandomResizedCrop + flip, skimage
                    rgb2lab per item per epoch, fp32, the same network and loss
 
@@ -91,13 +92,13 @@ def model_only(settings, prior, steps: int) -> float:
     return t.batch_size / statistics.median(times)
 
 
-def project(settings, prior, data_dir: Path) -> float:
-    """(b): the real loop on the memory-mapped store (images/s of its training steps)."""
+def project(settings, prior, data_dir: Path, compile_: bool = False) -> float:
+    """(b): the real loop on the memory-mapped store: images/s of the training steps of its
+    second epoch (the first one warms up kernels and, with torch.compile, compiles)."""
     from colorize.train.loop import fit
 
-    fit(settings.override(train={"max_steps_per_epoch": 5}), data_dir / "processed",
-        data_dir / "warm", prior, log=lambda _: None, progress=False)  # warm-up run
-    result = fit(settings, data_dir / "processed", data_dir / "ckpt", prior,
+    settings = settings.override(train={"epochs": 2, "compile": compile_})
+    result = fit(settings, data_dir / "processed", data_dir / f"ckpt-{compile_}", prior,
                  log=lambda _: None, progress=False)
     return result.history[-1].images_per_s
 
@@ -170,6 +171,8 @@ def main() -> None:
                         help="default: params.yaml model.head")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, (b) and (c)")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a row: (b) with train.compile (torch.compile)")
     args = parser.parse_args()
     if not MINIPLACES.exists():
         sys.exit(f"{MINIPLACES} not found (the shared data folder beside the repository)")
@@ -200,13 +203,16 @@ def main() -> None:
             ("(c) seed-style: PIL + skimage per item", "fp32",
              seed_style(settings, prior, blobs, args.steps)),
         ]
+        if args.compile:
+            rows.append(("(b) with torch.compile", precision_name(device, settings.train.amp),
+                         project(settings, prior, data_dir, compile_=True)))
     print(f"\n{name}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.head} head, batch {args.batch}, crop {args.crop}, {args.steps} steps, "
           f"DataLoader workers {args.workers}\n")
     print("| loop | precision | images/s |\n|---|---|---|")
     for label, precision, ips in rows:
         print(f"| {label} | {precision} | {ips:.1f} |")
-    (_, _, a), (_, _, b), (_, _, c) = rows
+    (_, _, a), (_, _, b), (_, _, c) = rows[:3]
     print(f"\nratio project/model-only {b / a:.3f}")
     print(f"ratio project/seed-style {b / c:.2f}")
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -103,3 +104,32 @@ def make_pipeline_repo(root: Path, photos: int = 20, **params) -> dict:
                "/logs/", "/.*.lock"]
     (root / ".gitignore").write_text("\n".join(ignored) + "\n")
     return env
+
+
+class LoopbackServer:
+    """A real HTTP server on 127.0.0.1 (a free port), serving `handler` from a thread while the
+    `with` block runs."""
+
+    def __init__(self, handler: type, path: str = ""):
+        from http.server import ThreadingHTTPServer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}{path}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def mlflow_client(root: Path):
+    """A client on the repository's own SQLite store."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return mlflow.MlflowClient()

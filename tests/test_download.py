@@ -3,14 +3,13 @@
 import hashlib
 import io
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from colorize.data.download import DownloadError, download
 from colorize.data.sources import iter_items
-from conftest import photo_tiles
+from conftest import LoopbackServer, photo_tiles
 
 
 def _archive() -> bytes:
@@ -26,7 +25,7 @@ def _archive() -> bytes:
     return bio.getvalue()
 
 
-class Server:
+class Server(LoopbackServer):
     """Serves one blob with Range support; `mode` makes it cut the connection or fail."""
 
     def __init__(self, blob: bytes):
@@ -60,17 +59,7 @@ class Server:
                     return
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/testSetPlaces205_resize.tar.gz"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler, "/testSetPlaces205_resize.tar.gz")
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The network: hand-counted parameters, output shapes per head and trunk depth, and each head
 learning (overfitting one batch of real photos)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,20 @@ def test_predict_ab_returns_ab_units_at_input_size():
     out = predict_ab(model, np.full((3, 24, 40), 50.0), batch_size=2, temperature=0.38)
     assert out.shape == (3, 2, 24, 40) and np.isfinite(out).all()
     assert np.abs(out).max() <= 110
+
+
+def test_prior_correction_divides_the_distribution_by_the_prior():
+    model = Colorizer(16, "classification").eval()
+    prior = np.full(bins.num_bins(), 1e-6)
+    prior[_bin(0, 0)], prior[_bin(10, 0)] = 0.8, 0.2
+    model.set_prior(prior / prior.sum())
+    z = torch.full((1, bins.num_bins(), 1, 1), -1e4)
+    z[0, _bin(0, 0)] = z[0, _bin(10, 0)] = math.log(0.5)
+    a = [lab.denormalize_ab(model.decode(z, 1.0, alpha))[0, 0, 0, 0].item()
+         for alpha in (0.0, 0.5, 1.0)]
+    # 0.5 / p^alpha, normalized: (0.5, 0.5) -> a = 5; (1/3, 2/3) -> 6.67; (0.2, 0.8) -> 8.
+    assert a == pytest.approx([5.0, 20 / 3, 8.0], abs=1e-3)
+
+
+def _bin(a, b):
+    return int(np.flatnonzero((bins.centres() == (a, b)).all(1))[0])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, make_pipeline_repo, photo_tiles, run
+from conftest import BIN, make_pipeline_repo, mlflow_client, photo_tiles, run
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,6 @@ def repo(tmp_path_factory):
     return root, env
 
 
-def _client(root):
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return mlflow.MlflowClient()
-
-
 def _run_id(root):
     return json.loads((root / "models/run.json").read_text())["run_id"]
 
@@ -39,12 +34,14 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     for key in ("ciede2000", "auc_rebalanced", "auc", "psnr", "ssim", "colourfulness_ratio"):
         assert key in text
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    assert metrics["head"] == "classification" and metrics["temperature"] == 0.38
+    assert metrics["head"] == "classification"
+    assert (metrics["temperature"], metrics["prior_correction"]) == (0.2, 0.5)
     assert metrics["gray"]["colourfulness_ratio"] == 0.0
     data = json.loads((root / "metrics/data.json").read_text())
     assert data["used"] == 20 and data["train"] + data["val"] == 20
     rows = (root / "plots/tradeoff.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["gray", "T=1", "T=0.6", "T=0.38", "T=0.2"]
+    assert [r.split(",")[0] for r in rows[1:]] == [
+        "gray", *(f"T={t} A={a}" for a in (0.5, 0) for t in (1, 0.6, 0.38, 0.2))]
     # The prior comes from the training split only and is a distribution.
     prior = np.load(root / "data/prior/ab_prior.npy")
     assert prior.shape == (262,) and abs(prior.sum() - 1) < 1e-9
@@ -67,7 +64,7 @@ def test_second_repro_is_up_to_date_and_a_metric_edit_retrains_nothing(repo):
 
 def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     root, _ = repo
-    client = _client(root)
+    client = mlflow_client(root)
     run_id = _run_id(root)
     r = client.get_run(run_id)
     assert r.info.run_name.startswith("workspace@")
@@ -95,7 +92,7 @@ def test_registered_version_is_described_aliased_and_colorizes(repo):
     from colorize.predict.service import image_frame
 
     root, _ = repo
-    client = _client(root)
+    client = mlflow_client(root)
     version = client.get_model_version_by_alias("colorizer", "workspace")
     assert version.run_id == _run_id(root)
     assert version.tags["pipeline"] == "workspace" and version.tags["head"] == "classification"
@@ -136,7 +133,7 @@ def test_predict_accepts_every_model_spec(repo, monkeypatch):
         found = resolve(spec)
         assert found.size == 32, spec
         outputs.append(colorize_batch(found.model, found.size, [photo], amp="off",
-                                      temperature=0.38)[0])
+                                      temperature=0.2, correction=0.5)[0])
     for out in outputs[1:]:
         assert np.array_equal(out, outputs[0])
     assert not (root / "data" / "mlflow.db").exists()
@@ -155,10 +152,10 @@ def test_dvc_exp_run_is_its_own_run_and_moves_no_alias(repo):
     root, env = repo
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline"], root, env)
-    before = _client(root).get_model_version_by_alias("colorizer", "workspace").version
+    before = mlflow_client(root).get_model_version_by_alias("colorizer", "workspace").version
     run([BIN / "dvc", "exp", "run", "-n", "regression-try", "-S", "model.head=regression"],
         root, env)
-    client = _client(root)
+    client = mlflow_client(root)
     runs = client.search_runs([mlflow.get_experiment_by_name("colorize").experiment_id],
                               filter_string="params.`model.head` = 'regression'")
     assert len(runs) == 1 and runs[0].info.run_name == "regression-try"

@@ -92,6 +92,25 @@ def test_onnx_export_matches_pytorch(model_file, tmp_path):
     assert result["max_abs_diff"] <= TOLERANCE and (tmp_path / "m.onnx").stat().st_size > 0
 
 
+def test_onnx_export_of_the_classification_head_decodes_inside_the_graph(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from colorize.model import bins
+    from colorize.predict.export import TOLERANCE, export_onnx
+
+    torch.manual_seed(0)
+    model = Colorizer(16, "classification")
+    model.set_prior(np.random.default_rng(0).dirichlet(np.ones(bins.num_bins())))
+    save_model(model.eval(), tmp_path / "c.pt", size=32)
+    result = export_onnx(str(tmp_path / "c.pt"), tmp_path / "c.onnx")
+    assert result["max_abs_diff"] <= TOLERANCE  # checked at (T, A) = (1, 0) and (0.2, 0.5)
+    session = ort.InferenceSession(str(tmp_path / "c.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["L", "temperature", "prior_correction"]
+    L = np.zeros((1, 1, 48, 40), np.float32)  # any size that is a multiple of 8
+    ab = session.run(None, {"L": L, "temperature": np.array([0.5], np.float32),
+                            "prior_correction": np.array([0.0], np.float32)})[0]
+    assert ab.shape == (1, 2, 48, 40)
+
+
 @pytest.mark.parametrize("depth,max_diff,mean_diff",
                          [(np.uint8, 0.5, 0.15), (np.uint16, 0.3, 0.01)])
 def test_working_l_from_integers_matches_the_float_path(depth, max_diff, mean_diff):
@@ -185,9 +204,9 @@ def test_batches_hold_a_bounded_number_of_pixels(model_file, tmp_path, monkeypat
         write_rgb(tmp_path / "in" / f"{name}.png", _photo(h, w))
     batches = []
 
-    def recording(model, size, photos, amp="auto", temperature=1.0):
+    def recording(model, size, photos, amp="auto", temperature=1.0, correction=0.0):
         batches.append([p.shape[0] * p.shape[1] for p in photos])
-        return colorize_batch(model, size, photos, amp, temperature)
+        return colorize_batch(model, size, photos, amp, temperature, correction)
 
     monkeypatch.setattr(run, "colorize_batch", recording)
     monkeypatch.setattr(run, "BATCH_PIXELS", 5000)

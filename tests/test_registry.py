@@ -10,11 +10,10 @@ import time
 import urllib.request
 
 import cv2
-import mlflow
 import numpy as np
 import pytest
 
-from conftest import BIN, make_pipeline_repo, photo_tiles, run
+from conftest import BIN, make_pipeline_repo, mlflow_client, photo_tiles, run
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +27,6 @@ def repo(tmp_path_factory):
     return root, env
 
 
-def _client(root):
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return mlflow.MlflowClient()
-
-
 def test_concurrent_evaluations_leave_the_alias_on_the_newest_version(repo):
     root, env = repo
     procs = [subprocess.Popen([str(BIN / "colorize"), "evaluate"], cwd=root, env=env,
@@ -41,7 +35,7 @@ def test_concurrent_evaluations_leave_the_alias_on_the_newest_version(repo):
     for p in procs:
         out = p.communicate(timeout=300)[0].decode()
         assert p.returncode == 0, out
-    client = _client(root)
+    client = mlflow_client(root)
     versions = sorted(int(v.version) for v in client.search_model_versions("name='colorizer'"))
     assert versions == [1, 2, 3]
     assert int(client.get_model_version_by_alias("colorizer", "workspace").version) == 3
@@ -67,7 +61,7 @@ def test_promoted_version_serves_a_photo_over_1mb(repo, tmp_path):
     root, env = repo
     out = run([BIN / "colorize", "promote", "2"], root, env)
     assert "colorizer@champion -> version 2" in out.stdout
-    assert int(_client(root).get_model_version_by_alias("colorizer", "champion").version) == 2
+    assert int(mlflow_client(root).get_model_version_by_alias("colorizer", "champion").version) == 2
     bad = run([BIN / "colorize", "promote", "9"], root, env, check=False)
     assert bad.returncode == 2 and "has no version '9'" in bad.stderr
 
@@ -117,7 +111,7 @@ def test_moved_checkout_and_a_clone_with_the_store_still_resolve(repo, tmp_path)
     out = run([BIN / "colorize", "predict", photo, "--out", tmp_path / "a", "--model",
                "models:/colorizer@workspace"], moved, env)
     assert "colorizer version 3" in out.stdout and (tmp_path / "a" / "p.png").exists()
-    assert "moved" in _client(moved).get_run(
+    assert "moved" in mlflow_client(moved).get_run(
         json.loads((moved / "models/run.json").read_text())["run_id"]).info.artifact_uri
     # A clone elsewhere, given a copy of the store, resolves the same run and version.
     clone = tmp_path / "clone"

@@ -11,9 +11,8 @@ import io
 import shutil
 import struct
 import tarfile
-import threading
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import cv2
 import pytest
@@ -23,7 +22,7 @@ from colorize.data.download import DownloadError
 from colorize.data.rcc import rcc_files
 from colorize.data.sample import fetch_sample
 from colorize.data.sources import SourceError
-from conftest import photo_tiles
+from conftest import LoopbackServer, photo_tiles
 
 POOL = "pool/main/t/tiny/tiny-photos_1.0-1_all.deb"
 PHOTOS = [cv2.imencode(ext, tile)[1].tobytes()
@@ -133,7 +132,7 @@ def test_ar_members_gives_names_offsets_and_sizes_with_padding():
         list(ar_members(io.BytesIO(b"PK\x03\x04" + blob)))
 
 
-class Archive:
+class Archive(LoopbackServer):
     """Files by URL path on loopback, with Range support; `cut` promises all, sends a third."""
 
     def __init__(self, files: dict[str, bytes]):
@@ -161,18 +160,7 @@ class Archive:
                 self.wfile.write(body[: len(body) // 3] if server.cut else body)
                 self.close_connection = server.cut
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

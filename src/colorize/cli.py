@@ -95,39 +95,45 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from colorize.predict.run import predict
 
+    temperature, correction = _decoding(args)
     result = predict(args.inputs, args.out, args.model, args.batch_size,
-                     amp="off" if args.fp32 else "auto", temperature=_temperature(args))
+                     amp="off" if args.fp32 else "auto", temperature=temperature,
+                     correction=correction, fallback=_repository_decoding())
     return 1 if result["skipped"] else 0
 
 
-def _temperature(args) -> float | None:
-    """--temperature, else the repository's evaluate.temperature, else None (predict then asks
-    for it if the model is a classification one)."""
+def _decoding(args) -> tuple[float | None, float | None]:
+    """--temperature and --prior-correction, checked (None when not given)."""
     from colorize import config
-    from colorize.paths import find_root
 
-    if args.temperature is not None:
-        try:
-            return config.check_temperature(args.temperature)
-        except ValueError as e:
-            raise config.ConfigError(f"--temperature: {e}") from None
-    root = find_root()
-    if root is not None and (root / "params.yaml").is_file():
-        return config.load(root / "params.yaml").evaluate.temperature
-    return None
-
-
-def cmd_request(args) -> int:
-    from colorize import config
-    from colorize.predict.client import request
-
-    T = args.temperature
+    T, alpha = args.temperature, args.prior_correction
     if T is not None:
         try:
             T = config.check_temperature(T)
         except ValueError as e:
             raise config.ConfigError(f"--temperature: {e}") from None
-    result = request(args.photos, args.url, args.out, T)
+    if alpha is not None and not 0 <= alpha <= 2:
+        raise config.ConfigError(f"--prior-correction: {alpha} is out of range [0, 2]")
+    return T, alpha
+
+
+def _repository_decoding() -> tuple[float, float] | None:
+    """The repository's evaluate.temperature and .prior_correction, when run inside one."""
+    from colorize import config
+    from colorize.paths import find_root
+
+    root = find_root()
+    if root is None or not (root / "params.yaml").is_file():
+        return None
+    evaluate = config.load(root / "params.yaml").evaluate
+    return evaluate.temperature, evaluate.prior_correction
+
+
+def cmd_request(args) -> int:
+    from colorize.predict.client import request
+
+    T, alpha = _decoding(args)
+    result = request(args.photos, args.url, args.out, T, alpha)
     return 1 if result["skipped"] else 0
 
 
@@ -238,7 +244,12 @@ def _parser() -> argparse.ArgumentParser:
                    "models/model.pt, found from the repository root)")
     p.add_argument("--temperature", type=float, default=None,
                    help="classification head: annealed-mean T, 1 = faithful and pale, smaller "
-                   "= more vivid (default: params evaluate.temperature of the repository)")
+                   "= more vivid (default: the registry version's evaluated value, else params "
+                   "evaluate.temperature of the repository)")
+    p.add_argument("--prior-correction", type=float, default=None,
+                   help="classification head: logits - A log(prior); 0 = as trained, more = "
+                   "rarer, more saturated colours (default: as for --temperature, "
+                   "evaluate.prior_correction)")
     p.add_argument("--batch-size", type=int, default=8, help="photos per network call")
     p.add_argument("--fp32", action="store_true",
                    help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
@@ -250,6 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--temperature", type=float, default=None,
                    help="classification head: annealed-mean T (default: the served version's)")
+    p.add_argument("--prior-correction", type=float, default=None,
+                   help="classification head: prior correction (default: the served version's)")
     p = stage("export", cmd_export, "export the network and its decoding to ONNX",
               "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
               "with onnxruntime.")

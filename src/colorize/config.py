@@ -119,6 +119,7 @@ class EvaluateSettings(Section):
     batch_size: Annotated[StrictInt, Field(ge=1)]
     grid_images: Annotated[StrictInt, Field(ge=1, le=64)]
     temperature: Temperature  # the operating point: headline metrics, served default
+    prior_correction: Annotated[Number, Field(ge=0, le=2)]  # logits - alpha log p (ditto)
     temperatures: Annotated[tuple[Temperature, ...], Field(min_length=1)]  # the trade-off plot
 
 

@@ -3,9 +3,10 @@ It measures, nothing else (MLflow logging and registration belong to colorize.tr
 
 Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
   metrics   (metrics/evaluate.json)    {"model": {...}, "gray": {...}, ...} for `dvc metrics`;
-                                       the model at evaluate.temperature for the classification head
-  tradeoff  (plots/tradeoff.csv)       one row per temperature (classification) or the model,
-                                       and gray: colourfulness against CIEDE2000, AuC, ...
+                                       the classification head at its operating point
+                                       (evaluate.temperature, evaluate.prior_correction)
+  tradeoff  (plots/tradeoff.csv)       one row per (temperature, prior correction) scored, or the
+                                       regression model, and gray: colourfulness vs CIEDE2000...
   samples   (plots/samples.png)        gray input | prediction(s) | ground truth, labelled
   curve     (plots/ab_error_cmf.csv)   cumulative ab-error curve behind AuC, model vs gray
 """
@@ -73,28 +74,38 @@ class Scores:
         return {k: round(out[k], 4) for k in HEADLINE if k in out}
 
 
-def temperatures(settings: Settings, model: Colorizer) -> list[float]:
-    """The temperatures scored: the operating point first, then the trade-off's others."""
+Decoding = tuple[float, float]  # (temperature, prior correction)
+
+
+def decodings(settings: Settings, model: Colorizer) -> list[Decoding]:
+    """What is scored: the operating point first, then every evaluate.temperature at the
+    operating prior correction, and (when it is not 0) at 0, as trained: the trade-off."""
     if model.head == "regression":
-        return [1.0]
-    T = settings.evaluate.temperature
-    return [T, *(t for t in settings.evaluate.temperatures if t != T)]
+        return [(1.0, 0.0)]
+    T, alpha = settings.evaluate.temperature, settings.evaluate.prior_correction
+    grid = [(t, a) for a in dict.fromkeys((alpha, 0.0))
+            for t in dict.fromkeys((T, *settings.evaluate.temperatures))]
+    return list(dict.fromkeys(grid))
+
+
+def label(model: Colorizer, d: Decoding) -> str:
+    return model.head if model.head == "regression" else f"T={d[0]:g} A={d[1]:g}"
 
 
 @torch.no_grad()
-def predictions(model: Colorizer, L: np.ndarray, temps: list[float]) -> list[np.ndarray]:
-    """ab (N, 2, H, W) at each temperature from one forward pass (fp32)."""
-    x = lab.normalize_l(torch.from_numpy(L)[:, None])
-    out = model(x)
-    return [lab.denormalize_ab(model.decode(out, t)).numpy() for t in temps]
+def predictions(model: Colorizer, L: np.ndarray, decoded: list[Decoding]) -> list[np.ndarray]:
+    """ab (N, 2, H, W) for each (temperature, prior correction) from one forward pass (fp32)."""
+    model.eval()
+    out = model(lab.normalize_l(torch.from_numpy(L)[:, None]))
+    return [lab.denormalize_ab(model.decode(out, t, a)).numpy() for t, a in decoded]
 
 
-def score(model: Colorizer, store: LabStore, prior: np.ndarray, temps: list[float],
+def score(model: Colorizer, store: LabStore, prior: np.ndarray, decoded: list[Decoding],
           batch_size: int = 16, wanted: tuple[str, ...] = HEADLINE, gray: bool = True,
-          progress: bool = True) -> dict[float | str, Scores]:
-    """Scores of the model at each temperature (and of gray) over the validation store."""
+          progress: bool = True) -> dict[Decoding | str, Scores]:
+    """Scores of the model at each decoding (and of gray) over the validation store."""
     inverse_prior = 1.0 / np.maximum(prior, 1e-12)
-    scores: dict[float | str, Scores] = {t: Scores(wanted) for t in temps}
+    scores: dict[Decoding | str, Scores] = {d: Scores(wanted) for d in decoded}
     if gray:
         scores["gray"] = Scores(wanted)
     for start in tqdm(range(0, len(store), batch_size), desc="evaluate", unit="batch",
@@ -103,7 +114,7 @@ def score(model: Colorizer, store: LabStore, prior: np.ndarray, temps: list[floa
                          for i in range(start, min(start + batch_size, len(store)))])
         L, ab_true = labs[:, 0], labs[:, 1:]
         weight = inverse_prior[bins.nearest_bin(ab_true.transpose(0, 2, 3, 1))]
-        preds = predictions(model, L, temps) + ([np.zeros_like(ab_true)] if gray else [])
+        preds = predictions(model, L, decoded) + ([np.zeros_like(ab_true)] if gray else [])
         for key, ab_pred in zip(scores, preds, strict=True):
             for i in range(len(L)):
                 scores[key].add(L[i], ab_true[i], ab_pred[i], weight[i])
@@ -115,33 +126,37 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
              samples_path: str | Path, curve_path: str | Path) -> dict:
     model, size, _ = load_model(model_path)
     store = LabStore(Path(data_dir) / "val")
-    temps = temperatures(settings, model)
-    scores = score(model, store, bins.load_prior(prior_path), temps, settings.evaluate.batch_size)
+    decoded = decodings(settings, model)
+    scores = score(model, store, bins.load_prior(prior_path), decoded,
+                   settings.evaluate.batch_size)
     gray = scores["gray"]
-    results = {"model": scores[temps[0]].summary(), "gray": gray.summary(),
+    results = {"model": scores[decoded[0]].summary(), "gray": gray.summary(),
                "head": model.head, "val_images": len(store)}
     if model.head == "classification":
-        results["temperature"] = temps[0]
-    rows = [["gray", "", *results["gray"].values()]]
-    for t in sorted(temps, reverse=True):
-        label = f"T={t:g}" if model.head == "classification" else model.head
-        rows.append([label, t if model.head == "classification" else "",
-                     *scores[t].summary().values()])
+        results["temperature"], results["prior_correction"] = decoded[0]
+    cls = model.head == "classification"
+    rows = [["gray", "", "", *results["gray"].values()]]
+    for d in sorted(decoded, key=lambda d: (-d[1], -d[0])):
+        rows.append([label(model, d), d[0] if cls else "", d[1] if cls else "",
+                     *scores[d].summary().values()])
     write_json(metrics_path, results)
-    write_csv(tradeoff_path, ["predictor", "temperature", *HEADLINE], rows)
+    write_csv(tradeoff_path, ["predictor", "temperature", "prior_correction", *HEADLINE], rows)
     write_csv(curve_path, ["threshold", "model", "gray"],
               [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
-               zip(M.AUC_THRESHOLDS, scores[temps[0]].curve.cmf(), gray.curve.cmf(),
+               zip(M.AUC_THRESHOLDS, scores[decoded[0]].curve.cmf(), gray.curve.cmf(),
                    strict=True)])
-    imaging.save_png(_grid(model, store, settings.evaluate.grid_images, temps), samples_path)
+    imaging.save_png(_grid(model, store, settings, decoded), samples_path)
     print(json.dumps(results, indent=2))
     return results
 
 
-def _grid(model: Colorizer, store: LabStore, n: int, temps: list[float]) -> np.ndarray:
+def _grid(model: Colorizer, store: LabStore, settings: Settings, decoded: list[Decoding]
+          ) -> np.ndarray:
+    """Gray | the model at each evaluate.temperature (operating prior correction) | truth."""
+    n = settings.evaluate.grid_images
     labs = np.stack([np.asarray(store[i], np.float32) for i in range(min(n, len(store)))])
-    shown = sorted(temps, reverse=True)
+    shown = sorted((d for d in decoded if d[1] == decoded[0][1]), key=lambda d: -d[0])
     preds = predictions(model, labs[:, 0], shown)
-    labels = [f"T = {t:g}" for t in shown] if model.head == "classification" else ["prediction"]
+    labels = [label(model, d) for d in shown]
     return imaging.sample_grid(labs[:, 0], preds, labs[:, 1:],
                                labels=(imaging.GRID_LABELS[0], *labels, imaging.GRID_LABELS[2]))

@@ -136,9 +136,9 @@ def rebalance_weights(prior: np.ndarray, strength: float) -> np.ndarray:
     return w / float((prior * w).sum())
 
 
-def annealed_mean(logits: torch.Tensor, temperature: float, dim: int = 1) -> torch.Tensor:
-    """Logits over the bins -> ab (units) by the annealed mean: softmax(logits / T) weighted
-    centres. T = 1 is the mean of the predicted distribution, T -> 0 its mode."""
-    probs = torch.softmax(logits.float() / temperature, dim=dim)
-    ab = torch.from_numpy(centres()).to(probs.device)
-    return torch.tensordot(probs.movedim(dim, -1), ab, dims=1).movedim(-1, dim)
+def annealed_mean(logits: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+    """Logits (N, Q, H, W) over the bins -> ab (N, 2, H, W) in ab units by the annealed mean:
+    softmax(logits / T) weighted centres. T = 1 is the mean of the predicted distribution,
+    T -> 0 its mode."""
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.einsum("nqhw,qc->nchw", probs, torch.from_numpy(centres()).to(probs.device))

@@ -12,6 +12,11 @@ join the decoder at 1/4, so the decoder sees scene context and fine detail.
 The classification head (Zhang et al. 2016) ends in Q logits per pixel at half resolution, one
 per in-gamut ab bin (model/bins.py); `decode` turns them into ab by the annealed mean at a
 temperature and upsamples to the input size. The regression head outputs ab directly.
+
+Before decoding, the logits may be corrected by the ab prior p of the training split (a buffer of
+the model, saved with it): z - alpha log p divides the predicted distribution by p^alpha, which
+favours the rarer, saturated colours the plain prediction under-uses. Like class rebalancing in
+training, but chosen at inference (alpha 0: as trained; logit adjustment, Menon et al. 2021).
 """
 
 from __future__ import annotations
@@ -73,6 +78,13 @@ class Colorizer(nn.Module):
             *_block(w // 2, w // 4),
             *out,
         )
+        if head == "classification":  # uniform until the trainer sets the training prior
+            self.register_buffer("log_prior", torch.full((bins.num_bins(),),
+                                                         -float(np.log(bins.num_bins()))))
+
+    def set_prior(self, prior: np.ndarray) -> None:
+        """The training split's ab prior, used by the prior correction at inference."""
+        self.log_prior.copy_(torch.log(torch.as_tensor(np.maximum(prior, 1e-12))))
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         if self.trunk_depth == 2:
@@ -88,27 +100,30 @@ class Colorizer(nn.Module):
         x = self.decoder[:4](x)  # block at 1/8, Up2 -> 1/4
         return self.decoder[4:](torch.cat([x, f1], 1))
 
-    def decode(self, out: torch.Tensor, temperature: float | torch.Tensor = 1.0) -> torch.Tensor:
-        """The head's raw output -> ab / AB_SCALE at the input's resolution. The temperature
-        may be a one-element tensor (an input of an exported graph)."""
+    def decode(self, out: torch.Tensor, temperature: float | torch.Tensor = 1.0,
+               correction: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """The head's raw output -> ab / AB_SCALE at the input's resolution. Temperature and
+        prior correction may be one-element tensors (inputs of an exported graph)."""
         if self.head == "regression":
             return out.float()
-        ab = bins.annealed_mean(out, temperature) / lab.AB_SCALE
+        logits = out.float() - correction * self.log_prior.reshape(1, -1, 1, 1)
+        ab = bins.annealed_mean(logits, temperature) / lab.AB_SCALE
         return F.interpolate(ab, scale_factor=self.logit_stride, mode="bilinear",
                              align_corners=False)
 
 
 class Decoded(nn.Module):
     """Network + decoding as one module, L -> ab / AB_SCALE: what is exported to ONNX and
-    logged with MLflow's torch flavour. The temperature is an input of the classification
-    graph (a one-element tensor), so it stays a choice at inference."""
+    logged with MLflow's torch flavour. Temperature and prior correction are inputs of the
+    classification graph (one-element tensors), so they stay choices at inference."""
 
     def __init__(self, net: Colorizer):
         super().__init__()
         self.net = net
 
-    def forward(self, L: torch.Tensor, temperature: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net.decode(self.net(L), temperature)
+    def forward(self, L: torch.Tensor, temperature: torch.Tensor | None = None,
+                correction: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net.decode(self.net(L), temperature, correction)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -117,12 +132,13 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16, amp: str = "off",
-               temperature: float = 1.0) -> np.ndarray:
+               temperature: float = 1.0, correction: float = 0.0) -> np.ndarray:
     """L* (N, H, W) in [0, 100], H and W multiples of 8 -> predicted ab (N, 2, H, W) float32.
 
     amp="auto" runs channels_last + bf16 autocast where supported (faster on CPUs with bf16);
     "off" is plain fp32 (what evaluation uses, so metrics do not depend on the CPU).
-    `temperature` is the annealed-mean T of the classification head (ignored by regression).
+    `temperature` (annealed-mean T) and `correction` (prior correction alpha) decode the
+    classification head; regression ignores them.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -132,5 +148,5 @@ def predict_ab(model: Colorizer, L: np.ndarray, batch_size: int = 16, amp: str =
         x = torch.from_numpy(np.asarray(L[i:i + batch_size], np.float32))[:, None].to(device)
         with autocast(device, amp):
             y = model(lab.normalize_l(x).contiguous(memory_format=fmt))
-        out.append(lab.denormalize_ab(model.decode(y, temperature)).cpu().numpy())
+        out.append(lab.denormalize_ab(model.decode(y, temperature, correction)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2, *np.shape(L)[1:]), np.float32)

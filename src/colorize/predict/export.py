@@ -1,7 +1,8 @@
 """`colorize export`: the network with its decoding as ONNX, checked against PyTorch.
 
 Inputs: `L` (N, 1, H, W) float32, L*/50 - 1, H and W multiples of 8; for the classification
-head also `temperature`, a one-element float32 tensor (the annealed mean is inside the graph).
+head also `temperature` and `prior_correction`, one-element float32 tensors (the correction
+and the annealed mean are inside the graph).
 Output: `ab` (N, 2, H, W), ab / 110. LAB conversion, resizing and the full-resolution join stay
 with the caller: predict/photo.py shows the method.
 """
@@ -29,8 +30,8 @@ def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
     example = (torch.zeros(1, 1, size, size),)
     names = ["L"]
     if net.head == "classification":
-        example += (torch.ones(1),)
-        names.append("temperature")
+        example += (torch.ones(1), torch.zeros(1))
+        names += ["temperature", "prior_correction"]
     axes = {"L": {0: "batch", 2: "height", 3: "width"}, "ab": {0: "batch", 2: "height",
                                                               3: "width"}}
     tmp = out.with_name(f".{out.name}.tmp")
@@ -45,20 +46,21 @@ def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
 
 def check(graph: Decoded, path: Path, size: int) -> float:
     """Largest difference between onnxruntime and PyTorch on random inputs (and, for the
-    classification head, at two temperatures)."""
+    classification head, at two decodings)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, size, size))
                          .astype(np.float32))
-    temps = [None] if graph.net.head == "regression" else [1.0, 0.38]
+    decoded = [None] if graph.net.head == "regression" else [(1.0, 0.0), (0.2, 0.5)]
     diff = 0.0
-    for t in temps:
+    for d in decoded:
         feed = {"L": x.numpy()}
         args = (x,)
-        if t is not None:
-            feed["temperature"] = np.array([t], np.float32)
-            args += (torch.tensor([t]),)
+        if d is not None:
+            feed["temperature"] = np.array([d[0]], np.float32)
+            feed["prior_correction"] = np.array([d[1]], np.float32)
+            args += (torch.tensor([d[0]]), torch.tensor([d[1]]))
         with torch.no_grad():
             expected = graph(*args).numpy()
         diff = max(diff, float(np.abs(session.run(None, feed)[0] - expected).max()))

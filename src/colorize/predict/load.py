@@ -29,6 +29,8 @@ class Resolved:
     model: Colorizer
     size: int
     description: str  # what it is, for the user: path or registry version, with its run
+    # (temperature, prior correction) a registry version was evaluated at, if known
+    decoding: tuple[float, float] | None = None
 
 
 def resolve(spec: str | None) -> Resolved:
@@ -85,6 +87,7 @@ def _from_mlflow(spec: str) -> Resolved:
 
     client = _client()
     try:
+        decoding = None
         if spec.startswith("runs:/"):
             run_id = spec.removeprefix("runs:/").split("/")[0]
             label = f"run {run_id[:8]}"
@@ -97,6 +100,8 @@ def _from_mlflow(spec: str) -> Resolved:
                 mv = client.get_model_version(name, number)
             run_id = mv.run_id
             label = f"{name} version {mv.version}, run {run_id[:8]}"
+            if mv.tags.get("temperature") and mv.tags.get("prior_correction"):
+                decoding = (float(mv.tags["temperature"]), float(mv.tags["prior_correction"]))
         run_name = client.get_run(run_id).info.run_name
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "checkpoint/model.pt", tmp)
@@ -104,4 +109,4 @@ def _from_mlflow(spec: str) -> Resolved:
     except MlflowException as e:
         raise ModelError(f"{spec}: cannot be resolved ({e.message.splitlines()[0][:160]}); "
                          f"choose one with {CHOICES}") from None
-    return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.head} head)")
+    return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.head} head)", decoding)

@@ -70,12 +70,13 @@ def _linear_taps(y0: int, y1: int, h: int, s: int
 
 @torch.no_grad()
 def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray], amp: str = "auto",
-                   temperature: float = 1.0) -> list[np.ndarray]:
+                   temperature: float = 1.0, correction: float = 0.0) -> list[np.ndarray]:
     """RGB photos (any size, uint8/uint16) -> colorized uint8 RGB at each photo's own size.
     amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32.
-    `temperature`: the classification head's annealed-mean T (regression ignores it)."""
+    `temperature`, `correction`: the classification head's decoding (regression ignores them)."""
     if not photos:
         return []
     Ls = np.stack([working_l(p, size) for p in photos])
-    ab = predict_ab(model, Ls, batch_size=len(photos), amp=amp, temperature=temperature)
+    ab = predict_ab(model, Ls, batch_size=len(photos), amp=amp, temperature=temperature,
+                    correction=correction)
     return [compose(p, a) for p, a in zip(photos, ab, strict=True)]

@@ -4,9 +4,10 @@ Logged by colorize.track as a model *from code* (this file), never as a pickled 
 it runs this file from the installed package and reads the weights with weights_only=True.
 
 Request: a DataFrame with one column `image` holding base64-encoded image files (any format the
-pipeline reads), and optionally `params: {"temperature": T}` (classification head; default: the
-temperature the version was evaluated at). Response: columns `image` (base64 PNG of the
-colorized photo, at the input's full resolution) and `error` (empty, or why that row failed).
+pipeline reads), and optionally `params: {"temperature": T, "prior_correction": A}`
+(classification head; defaults: the values the version was evaluated at). Response: columns
+`image` (base64 PNG of the colorized photo, at the input's full resolution) and `error` (empty,
+or why that row failed).
 Served with `mlflow models serve -m models:/colorizer@champion --env-manager local`.
 """
 
@@ -39,12 +40,16 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None
                 ) -> pd.DataFrame:
-        temperature = (params or {}).get("temperature", 1.0)
+        params = params or {}
         try:
-            temperature = check_temperature(float(temperature))
+            temperature = check_temperature(float(params.get("temperature", 1.0)))
         except (TypeError, ValueError) as e:
             raise MlflowException(f"params.temperature: {e}",
                                   error_code=INVALID_PARAMETER_VALUE) from None
+        correction = params.get("prior_correction", 0.0)
+        if not isinstance(correction, int | float) or not 0 <= correction <= 2:
+            raise MlflowException(f"params.prior_correction: {correction!r} is out of range "
+                                  "[0, 2]", error_code=INVALID_PARAMETER_VALUE)
         out, errors = [], []
         for b64 in model_input["image"]:
             try:
@@ -59,7 +64,8 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
                 out.append("")
                 errors.append(str(e))
                 continue
-            result = colorize_batch(self.model, self.size, [rgb], temperature=temperature)[0]
+            result = colorize_batch(self.model, self.size, [rgb], temperature=temperature,
+                                    correction=float(correction))[0]
             out.append(base64.b64encode(encode_png(result)).decode("ascii"))
             errors.append("")
         return pd.DataFrame({"image": out, "error": errors})

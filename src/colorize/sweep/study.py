@@ -126,14 +126,17 @@ class Objective:
         return b is None or (a > b if self.maximize else a < b)
 
     def __call__(self, e: Epoch, model) -> tuple[float, float | None]:
-        """-> (value, the temperature that gave it; None for regression or val_loss)."""
+        """-> (value, the temperature that gave it; None for regression or val_loss). The
+        classification head is decoded at evaluate.prior_correction and each temperature."""
         if self.metric == "val_loss":
             return e.val_loss, None
-        temps = (list(self.settings.evaluate.temperatures)
-                 if model.head == "classification" else [1.0])
-        scores = score(model, self.store, self.prior, temps, self.settings.evaluate.batch_size,
-                       wanted=(self.metric,), gray=False, progress=False)
-        values = {t: scores[t].summary()[self.metric] for t in temps}
+        alpha = self.settings.evaluate.prior_correction
+        decoded = ([(t, alpha) for t in self.settings.evaluate.temperatures]
+                   if model.head == "classification" else [(1.0, 0.0)])
+        scores = score(model, self.store, self.prior, decoded,
+                       self.settings.evaluate.batch_size, wanted=(self.metric,), gray=False,
+                       progress=False)
+        values = {d[0]: scores[d].summary()[self.metric] for d in decoded}
         t = (max if self.maximize else min)(values, key=values.get)
         return values[t], (t if model.head == "classification" else None)
 

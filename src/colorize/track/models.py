@@ -58,7 +58,8 @@ def log_evaluation(settings: Settings, results: dict, *, run_file: str | Path,
         model, size, _ = load_model(model_path)
         log_network(model, size)
         mlflow.log_artifact(str(model_path), CHECKPOINT_DIR)
-        logged = log_service(settings, model_path, results.get("temperature", 1.0))
+        logged = log_service(settings, model_path, results.get("temperature", 1.0),
+                             results.get("prior_correction", 0.0))
     version = str(logged.registered_model_version)
     describe(settings, version, info["run_id"], results)
     if mlflow_run.experiment_name() == "workspace":
@@ -77,7 +78,8 @@ def log_network(model: torch.nn.Module, size: int) -> None:
                              metadata={"working_size": size, "head": model.head})
 
 
-def log_service(settings: Settings, model_path: str | Path, temperature: float):
+def log_service(settings: Settings, model_path: str | Path, temperature: float,
+                correction: float):
     from colorize.predict.service import ColorizerService, image_frame
 
     sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
@@ -86,7 +88,7 @@ def log_service(settings: Settings, model_path: str | Path, temperature: float):
     # The service's own answer to the example request gives the output schema.
     service = ColorizerService()
     service.model, service.size, _ = load_model(model_path)
-    params = {"temperature": float(temperature)}
+    params = {"temperature": float(temperature), "prior_correction": float(correction)}
     signature = infer_signature(request, service.predict(None, request, params), params)
     return mlflow.pyfunc.log_model(
         name="colorizer", python_model=str(SERVICE), artifacts={"checkpoint": str(model_path)},
@@ -112,12 +114,14 @@ def describe(settings: Settings, version: str, run_id: str, results: dict) -> No
     tags = {PIPELINE_TAG: experiment, "git_commit": run.data.tags.get("git_commit", ""),
             "data_manifest_sha256": run.data.tags.get("data_manifest_sha256", ""),
             "head": results["head"], "temperature": str(results.get("temperature", "")),
+            "prior_correction": str(results.get("prior_correction", "")),
             "epochs": run.data.params.get("train.epochs", ""),
             **{f"eval_{k}": str(v) for k, v in m.items()}}
     name = settings.tracking.registered_model
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    T = f" at T={results['temperature']:g}" if "temperature" in results else ""
+    T = (f" at T={results['temperature']:g}, prior correction "
+         f"{results['prior_correction']:g}" if "temperature" in results else "")
     client.update_model_version(name, version, description=(
         f"{experiment} ({run.info.run_name}), {results['head']} head{T}, "
         f"{run.data.params.get('train.epochs', '?')} epochs, commit "

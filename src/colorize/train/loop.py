@@ -126,6 +126,8 @@ def fit(settings: Settings, data_dir: str | Path, checkpoint_dir: str | Path,
     steps = len(loader) if not t.max_steps_per_epoch else min(len(loader), t.max_steps_per_epoch)
 
     net = build(settings.model.model_dump()).to(device, memory_format=torch.channels_last)
+    if settings.model.head == "classification":
+        net.set_prior(prior)  # saved with the model: the prior correction at inference
     if ctx.world > 1 and device.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     loss_fn = make_loss(settings.model.head, t.loss, prior, t.rebalance).to(device)

@@ -71,13 +71,13 @@ def _run_main(settings, data_dir, prior, prior_path, manifest, model_path, run_f
     # After a crash, the resumed training continues the same MLflow run.
     run_id = _unfinished_run_id(ckpt_dir, settings.train.epochs)
     L_grid, ab_grid = grid_batch(data_dir, settings.evaluate.grid_images)
-    T = settings.evaluate.temperature
+    T, alpha = settings.evaluate.temperature, settings.evaluate.prior_correction
 
     def on_epoch(e: Epoch, model: Colorizer) -> None:
         mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr,
                             "epoch_seconds": e.seconds, "train_images_per_s": e.images_per_s},
                            step=e.epoch)
-        pred = predict_ab(model, L_grid, temperature=T)
+        pred = predict_ab(model, L_grid, temperature=T, correction=alpha)
         mlflow.log_image(sample_grid(L_grid, pred, ab_grid), f"samples/epoch_{e.epoch:03d}.png")
 
     with mlflow.start_run(run_id=run_id, run_name=mlflow_run.run_name()) as active:
