@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from colorize.data.prepare import prepare
+from colorize.model.bins import load_prior
 from colorize.preprocess.prior import write_prior
 from colorize.preprocess.run import preprocess
-from colorize.train.loop import DivergedError, fit
+from colorize.train import loop
+from colorize.train.loop import DivergedError
 
 
 class Interrupted(Exception):
@@ -26,6 +28,11 @@ def tiny(settings, photo_folder, tmp_path):
                tmp_path / "processed")
     write_prior(tmp_path / "processed/train", tmp_path / "prior.npy", tmp_path / "prior.png")
     return settings, tmp_path / "processed"
+
+
+def fit(settings, data, ckpt, **kw):
+    """The loop with the split's prior, which the default (classification) head needs."""
+    return loop.fit(settings, data, ckpt, load_prior(data.parent / "prior.npy"), **kw)
 
 
 def _losses(history):

@@ -96,8 +96,14 @@ class SoftEncoder(torch.nn.Module):
         self.register_buffer("w", torch.from_numpy(w), persistent=False)
 
     def forward(self, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cells = _cells(ab[:, 0], ab[:, 1])  # (N, H, W)
-        return self.idx[cells].permute(0, 3, 1, 2), self.w[cells].permute(0, 3, 1, 2)
+        # A non-finite target (a corrupted store) gets NaN weights, so the loss turns NaN and
+        # training stops with its reason instead of an index error deep in the gather.
+        finite = torch.isfinite(ab).all(1)  # (N, H, W)
+        safe = torch.where(finite[:, None], ab, torch.zeros((), dtype=ab.dtype, device=ab.device))
+        cells = _cells(safe[:, 0], safe[:, 1])
+        w = torch.where(finite[..., None], self.w[cells], torch.full((), float("nan"),
+                                                                      device=ab.device))
+        return self.idx[cells].permute(0, 3, 1, 2), w.permute(0, 3, 1, 2)
 
 
 def histogram(ab: np.ndarray) -> np.ndarray:

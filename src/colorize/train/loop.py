@@ -127,6 +127,8 @@ def fit(settings: Settings, data_dir: str | Path, checkpoint_dir: str | Path,
 
     net = build(settings.model.model_dump()).to(device, memory_format=torch.channels_last)
     if settings.model.head == "classification":
+        if prior is None:
+            raise ValueError("fit: the classification head needs the training split's prior")
         net.set_prior(prior)  # saved with the model: the prior correction at inference
     if ctx.world > 1 and device.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
