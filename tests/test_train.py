@@ -84,3 +84,12 @@ def test_a_nan_loss_stops_training_with_its_reason(tiny, tmp_path):
     np.save(shard, arr)
     with pytest.raises(DivergedError, match="loss is nan at epoch 1, step 1"):
         fit(settings, data, tmp_path / "ck")
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_to_a_hundredth():
+    assert loop.lr_factor(0, 2000, 300, "cosine") == pytest.approx(1 / 300)
+    assert loop.lr_factor(299, 2000, 300, "cosine") == pytest.approx(1.0)
+    assert loop.lr_factor(1150, 2000, 300, "cosine") == pytest.approx(0.505)  # half way down
+    assert loop.lr_factor(2000, 2000, 300, "cosine") == pytest.approx(0.01)
+    assert loop.lr_factor(0, 10, 300, "cosine") == pytest.approx(0.5)  # capped at 10 // 5 steps
+    assert loop.lr_factor(5, 10, 300, "constant") == 1.0

@@ -5,7 +5,7 @@
   image), so one process and W processes see the same global batches (train/data.py).
 - Precision: bf16 autocast where supported, fp16 with a gradient scaler on GPUs without bf16,
   fp32 with amp "off" (device.py). Optional torch.compile and gradient clipping.
-- Schedule, per step: linear warmup over `warmup_steps`, then cosine to lr/100 at the last step
+- Schedule, per step: linear warmup over `warmup_steps` (at most 1/5 of the steps), then cosine to lr/100 at the last step
   (or constant).
 - A checkpoint every epoch (rank 0, atomic), holding model, optimizer, schedule, scaler and
   history: a run resumed after epoch e continues exactly as the uninterrupted run would have, on
@@ -71,7 +71,9 @@ def seed_everything(seed: int) -> None:
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier of train.lr after `step` optimizer steps (warmup, then cosine to 1/100)."""
+    """Multiplier of train.lr after `step` optimizer steps (warmup, then cosine to 1/100).
+    The warmup is at most a fifth of all steps, so short runs (tests, tiny data) still train."""
+    warmup = min(warmup, total // 5)
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
