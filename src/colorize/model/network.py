@@ -9,9 +9,10 @@ trunk_depth 3 and 4 add layer3 (1/16) and layer4 (1/32): the deepest features ar
 and fused with each shallower stage on the way back to 1/8 (U-Net style), and layer1's features
 join the decoder at 1/4, so the decoder sees scene context and fine detail.
 
-The classification head (Zhang et al. 2016) ends in Q logits per pixel at half resolution, one
-per in-gamut ab bin (model/bins.py); `decode` turns them into ab by the annealed mean at a
-temperature and upsamples to the input size. The regression head outputs ab directly.
+The classification head (Zhang et al. 2016) ends in Q logits per pixel at 1/logit_stride of the
+input (1/4 by default), one per in-gamut ab bin (model/bins.py); `decode` turns them into ab by
+the annealed mean at a temperature and upsamples to the input size. The regression head outputs
+ab directly.
 
 Before decoding, the logits may be corrected by the ab prior p of the training split (a buffer of
 the model, saved with it): z - alpha log p divides the predicted distribution by p^alpha, which

@@ -32,7 +32,8 @@ from colorize.paths import project_root
 LOCAL_STORE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 SETUP_LOCK = f".{LOCAL_STORE}.setup.lock"  # in the repository root, git-ignored (/.*.lock)
-# Opens the experiment on its runs table instead of MLflow 3's GenAI overview.
+# MLflow 3's experiment kind: model development, not GenAI. (The 3.17 UI still opens on the
+# overview tab; the README links the runs table directly.)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 

@@ -55,8 +55,10 @@ class LabDataset(Dataset):
         if self.transform is not None and epoch is not None:
             self.transform.set_random_seed(item_seed(self.seed, epoch, i))
             x = self.transform(image=x)["image"]
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-        return lab.normalize_l(x[:1]), lab.normalize_ab(x[1:])
+        # NumPy until the end: no torch op (and no OpenMP team) in the prefetch thread.
+        x = x.transpose(2, 0, 1)
+        return (torch.from_numpy(np.ascontiguousarray(lab.normalize_l(x[:1]))),
+                torch.from_numpy(np.ascontiguousarray(lab.normalize_ab(x[1:]))))
 
 
 class EpochSampler(Sampler):

@@ -5,8 +5,8 @@
   image), so one process and W processes see the same global batches (train/data.py).
 - Precision: bf16 autocast where supported, fp16 with a gradient scaler on GPUs without bf16,
   fp32 with amp "off" (device.py). Optional torch.compile and gradient clipping.
-- Schedule, per step: linear warmup over `warmup_steps` (at most 1/5 of the steps), then cosine to lr/100 at the last step
-  (or constant).
+- Schedule, per step: linear warmup over `warmup_steps` (at most 1/5 of the steps), then
+  cosine to lr/100 at the last step (or constant).
 - A checkpoint every epoch (rank 0, atomic), holding model, optimizer, schedule, scaler and
   history: a run resumed after epoch e continues exactly as the uninterrupted run would have, on
   every rank. The best model is the one with the lowest validation loss (the training loss).

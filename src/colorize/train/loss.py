@@ -5,7 +5,7 @@ L1 and Huber the (closer to) conditional median, which stays nearer gray where c
 ambiguous.
 
 classification: cross-entropy of the logits against soft-encoded targets (5 nearest bins,
-Gaussian sigma 5, at the logits' half resolution), each pixel weighted by its nearest bin's
+Gaussian sigma 5, at the logits' resolution), each pixel weighted by its nearest bin's
 rebalancing weight (train.rebalance; model/bins.py). The soft encoding is a table gather.
 """
 
