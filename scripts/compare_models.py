@@ -4,7 +4,7 @@ trade-off figure. What the README's tables and pictures are made with.
 
 Usage: python scripts/compare_models.py --data data/processed --prior data/prior/ab_prior.npy \
          --model regression=models:/colorizer/4 --model classification=models:/colorizer/5 \
-         --temperatures 1,0.6,0.38,0.2 --corrections 0,0.5 --out docs/
+         --temperatures 1,0.6,0.38,0.2 --corrections 0,0.55 --out docs/
 Model specs are anything `colorize predict --model` takes.
 """
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, help="NAME=SPEC")
     parser.add_argument("--temperatures", default="1,0.6,0.38,0.2")
     parser.add_argument("--corrections", default="0")
-    parser.add_argument("--grid", default="1:0.5,0.2:0.5",
+    parser.add_argument("--grid", default="1:0.55,0.2:0.55",
                         help="classification decodings shown in the grid, T:A,...")
     parser.add_argument("--grid-images", type=int, default=6)
     parser.add_argument("--out", default="docs")

@@ -116,15 +116,21 @@ def test_predict_ab_returns_ab_units_at_input_size():
 
 def test_prior_correction_divides_the_distribution_by_the_prior():
     model = Colorizer(16, "classification").eval()
-    prior = np.full(bins.num_bins(), 1e-6)
+    prior = np.zeros(bins.num_bins())
     prior[_bin(0, 0)], prior[_bin(10, 0)] = 0.8, 0.2
-    model.set_prior(prior / prior.sum())
+    model.set_prior(prior)
+    # Mixed with 20% uniform: p~ = 0.64 + 0.2/262 and 0.16 + 0.2/262; an unseen colour gets
+    # 0.2/262, not log(0): its boost is bounded.
+    assert bins.CORRECTION_UNIFORM == 0.2
+    assert model.log_prior.min().item() == pytest.approx(math.log(0.2 / 262))
     z = torch.full((1, bins.num_bins(), 1, 1), -1e4)
     z[0, _bin(0, 0)] = z[0, _bin(10, 0)] = math.log(0.5)
     a = [lab.denormalize_ab(model.decode(z, 1.0, alpha))[0, 0, 0, 0].item()
          for alpha in (0.0, 0.5, 1.0)]
-    # 0.5 / p^alpha, normalized: (0.5, 0.5) -> a = 5; (1/3, 2/3) -> 6.67; (0.2, 0.8) -> 8.
-    assert a == pytest.approx([5.0, 20 / 3, 8.0], abs=1e-3)
+    # weights 0.5 / p~^alpha, normalized, times the bins' a (0 and 10):
+    # alpha 0: 5; 0.5: 10 * 2.49406 / (1.24926 + 2.49406) = 6.6627; 1: 10 * 6.22032 /
+    # (1.56064 + 6.22032) = 7.9943.
+    assert a == pytest.approx([5.0, 6.6627, 7.9943], abs=1e-3)
 
 
 def _bin(a, b):

@@ -35,7 +35,7 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
         assert key in text
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
     assert metrics["head"] == "classification"
-    assert (metrics["temperature"], metrics["prior_correction"]) == (0.2, 0.5)
+    assert (metrics["temperature"], metrics["prior_correction"]) == (0.2, 0.55)
     assert metrics["gray"]["colourfulness_ratio"] == 0.0
     data = json.loads((root / "metrics/data.json").read_text())
     assert data["used"] == 20 and data["train"] + data["val"] == 20

@@ -14,8 +14,9 @@ input (1/4 by default), one per in-gamut ab bin (model/bins.py); `decode` turns 
 the annealed mean at a temperature and upsamples to the input size. The regression head outputs
 ab directly.
 
-Before decoding, the logits may be corrected by the ab prior p of the training split (a buffer of
-the model, saved with it): z - alpha log p divides the predicted distribution by p^alpha, which
+Before decoding, the logits may be corrected by the ab prior p of the training split, mixed half
+and half with the uniform distribution (a buffer of the model, saved with it): z - alpha log p
+divides the predicted distribution by p^alpha, which
 favours the rarer, saturated colours the plain prediction under-uses. Like class rebalancing in
 training, but chosen at inference (alpha 0: as trained; logit adjustment, Menon et al. 2021).
 """
@@ -84,8 +85,12 @@ class Colorizer(nn.Module):
                                                          -float(np.log(bins.num_bins()))))
 
     def set_prior(self, prior: np.ndarray) -> None:
-        """The training split's ab prior, used by the prior correction at inference."""
-        self.log_prior.copy_(torch.log(torch.as_tensor(np.maximum(prior, 1e-12))))
+        """The training split's ab prior, used by the prior correction at inference, mixed
+        with the uniform distribution (bins.CORRECTION_UNIFORM): with the raw prior, colours
+        that a small training split never showed (p ~ 1e-18) would get boosts of tens of nats
+        and swamp every photo."""
+        mixed = bins.with_uniform(np.asarray(prior, np.float64), bins.CORRECTION_UNIFORM)
+        self.log_prior.copy_(torch.log(torch.as_tensor(mixed)))
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         if self.trunk_depth == 2:
