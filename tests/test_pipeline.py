@@ -41,7 +41,7 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     assert data["used"] == 20 and data["train"] + data["val"] == 20
     rows = (root / "plots/tradeoff.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
-        "gray", *(f"T={t} A={a}" for a in (0.5, 0) for t in (1, 0.6, 0.38, 0.2))]
+        "gray", *(f"T={t} A={a}" for a in (0.55, 0) for t in (1, 0.6, 0.38, 0.2))]
     # The prior comes from the training split only and is a distribution.
     prior = np.load(root / "data/prior/ab_prior.npy")
     assert prior.shape == (262,) and abs(prior.sum() - 1) < 1e-9
