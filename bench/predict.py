@@ -27,14 +27,17 @@ import cv2
 import numpy as np
 import torch
 
+from colorize import config
 from colorize.device import precision_name
-from colorize.model.checkpoint import save_model
+from colorize.model.file import build, save_model
 from colorize.model.network import Colorizer
 from colorize.predict.load import resolve
 from colorize.predict.photo import colorize_batch
-from colorize.predict.run import predict
+from colorize.predict.predict import predict
 
 HUGE = (8000, 12000)  # h, w: a 96 MP scan
+SETTINGS = config.load(Path(__file__).resolve().parents[1] / "params.yaml")
+DECODING = SETTINGS.evaluate.decoding
 
 
 def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -45,20 +48,20 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def time_one(model, size, img, amp, repeats) -> float:
-    colorize_batch(model, size, [img], amp)  # warm-up
+    colorize_batch(model, size, [img], DECODING, amp)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        colorize_batch(model, size, [img], amp)
+        colorize_batch(model, size, [img], DECODING, amp)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def throughput(model, size, imgs, amp, batch) -> float:
-    colorize_batch(model, size, imgs[:batch], amp)
+    colorize_batch(model, size, imgs[:batch], DECODING, amp)
     start = time.perf_counter()
     for i in range(0, len(imgs), batch):
-        colorize_batch(model, size, imgs[i:i + batch], amp)
+        colorize_batch(model, size, imgs[i:i + batch], DECODING, amp)
     return len(imgs) / (time.perf_counter() - start)
 
 
@@ -124,7 +127,8 @@ def main() -> None:
         model, size = found.model, found.size
         source, model_path = args.model, args.model
     else:
-        model, size, source = Colorizer().eval(), 192, "untrained Colorizer(128)"
+        model = build(SETTINGS.model.model_dump()).eval()
+        size, source = SETTINGS.preprocess.size, "untrained network of params.yaml"
         model_path = None
     print(f"model: {source}, working size {size}, torch threads {torch.get_num_threads()}\n")
     hd = photo(1080, 1920)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from colorize.data.sources import iter_items
-from colorize.preprocess.run import build_shard
+from colorize.preprocess.preprocess import build_shard
 
 REPO = Path(__file__).resolve().parents[1]
 MINIPLACES = REPO.parent / "shared" / "data" / "miniplaces-11k.tar"

@@ -64,7 +64,7 @@ def subset_archive(n: int, out: Path) -> list[bytes]:
 def model_only(settings, prior, steps: int) -> float:
     """(a): one fixed batch in memory, channels_last, the project's precision and loss."""
     from colorize.device import autocast, pick_device
-    from colorize.model.checkpoint import build
+    from colorize.model.file import build
     from colorize.train.loss import make_loss
 
     t, device = settings.train, pick_device(settings.train.device)
@@ -128,7 +128,7 @@ class SeedStyle(torch.utils.data.Dataset):
 def seed_style(settings, prior, blobs: list[bytes], steps: int) -> float:
     """(c): fp32, contiguous tensors, per-item PIL + skimage, the same network and loss."""
     from colorize.device import pick_device
-    from colorize.model.checkpoint import build
+    from colorize.model.file import build
     from colorize.train.loss import make_loss
 
     t, device = settings.train, pick_device(settings.train.device)
@@ -180,8 +180,8 @@ def main() -> None:
     from colorize.data.prepare import prepare
     from colorize.device import pick_device, precision_name
     from colorize.model import bins
-    from colorize.preprocess.prior import write_prior
-    from colorize.preprocess.run import preprocess
+    from colorize.preprocess.preprocess import preprocess
+    from colorize.preprocess.prior import prior as write_prior
 
     args.head = args.head or config.load(REPO / "params.yaml").model.head
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from colorize import imaging
-from colorize.evaluate.run import HEADLINE, predictions, score
+from colorize.decoding import NEUTRAL, Decoding
+from colorize.evaluate.score import GRAY, HEADLINE, score
 from colorize.files import write_text
 from colorize.model import bins
+from colorize.model.inference import predict_ab
 from colorize.predict.load import resolve
 from colorize.preprocess.store import LabStore
 
@@ -40,28 +40,26 @@ def main() -> None:
     temps = [float(t) for t in args.temperatures.split(",")]
     alphas = [float(a) for a in args.corrections.split(",")]
     rows, points, columns, labels = [], {}, [], []
-    labs = np.stack([np.asarray(store[i], np.float32)
-                     for i in range(min(args.grid_images, len(store)))])
+    labs = store.batch(0, min(args.grid_images, len(store)))
     gray = None
     for spec in args.model:
         name, _, model_spec = spec.partition("=")
         found = resolve(model_spec)
         model = found.model
-        decoded = ([(t, a) for a in alphas for t in temps] if model.head == "classification"
-                   else [(1.0, 0.0)])
+        regression = model.config.head == "regression"
+        decoded = [NEUTRAL] if regression else [Decoding(t, a) for a in alphas for t in temps]
         scores = score(model, store, prior, decoded, wanted=HEADLINE)
-        gray = scores["gray"].summary()
+        gray = scores[GRAY].summary()
         for d in decoded:
             s = scores[d].summary()
-            label = name if model.head == "regression" else f"{name}, T={d[0]:g}, A={d[1]:g}"
+            label = name if regression else f"{name}, {d.label()}"
             rows.append([label, *(s[k] for k in HEADLINE)])
-            points.setdefault((name, d[1]), []).append((s["ciede2000"],
-                                                        s["colourfulness_ratio"], d[0]))
-        shown = ([(1.0, 0.0)] if model.head == "regression" else
-                 [tuple(float(x) for x in g.split(":")) for g in args.grid.split(",")])
-        columns += predictions(model, labs[:, 0], shown)
-        labels += [name if model.head == "regression" else f"{name[:5]} T={t:g} A={a:g}"
-                   for t, a in shown]
+            points.setdefault((name, d.prior_correction), []).append(
+                (s["ciede2000"], s["colourfulness_ratio"], d.temperature))
+        shown = ([NEUTRAL] if regression else
+                 [Decoding(*(float(x) for x in g.split(":"))) for g in args.grid.split(",")])
+        columns += predict_ab(model, labs[:, 0], shown, batch_size=len(labs))
+        labels += [name if regression else f"{name[:5]} {d.label()}" for d in shown]
     rows.insert(0, ["gray (ab = 0)", *(gray[k] for k in HEADLINE)])
     out = Path(args.out)
     header = "| | " + " | ".join(HEADLINE) + " |\n|---" * 1 + "|---" * len(HEADLINE) + "|\n"

@@ -72,29 +72,63 @@ def run(args, cwd, env, check=True) -> subprocess.CompletedProcess:
     return out
 
 
-def make_pipeline_repo(root: Path, photos: int = 20, **params) -> dict:
-    """A git + DVC repository with this project's pipeline, tiny real photos and tiny params.
-    Returns the environment to run dvc / colorize in (PATH to this venv, no analytics)."""
+def model_config(**values):
+    """params.yaml's model section with some values replaced (validated as params are)."""
+    from colorize import config
+
+    base = config.load(REPO / "params.yaml").model.model_dump()
+    return config.ModelSettings.model_validate({**base, **values})
+
+
+def network(**values):
+    """The network of params.yaml's model section with some values replaced."""
+    from colorize.model.network import Colorizer
+
+    return Colorizer(model_config(**values))
+
+
+def pipeline_env() -> dict:
+    """The environment to run dvc / colorize in: PATH to this venv, no analytics, no MLflow or
+    DVC variables of the caller's, a git identity."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               NO_ALBUMENTATIONS_UPDATE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def set_params(root: Path, name: str = "params.yaml", **sections) -> Path:
+    """Write root/name: root's params.yaml with some values replaced."""
     import yaml
 
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in sections.items():
+        p[section].update(values)
+    (root / name).write_text(yaml.safe_dump(p, sort_keys=False))
+    return root / name
+
+
+# Where the pipeline repositories keep their photos: inside the fetch stage's output
+# (data/raw/folder), as data/raw/sample is for the default source, so the photos are a DVC
+# output and `dvc pull` and queued workspaces get them too.
+PHOTOS = "data/raw/folder/photos"
+
+
+def make_pipeline_repo(root: Path, photos: int = 20, **params) -> dict:
+    """A git + DVC repository with this project's pipeline, tiny real photos (40 px) in PHOTOS
+    and tiny params (2 epochs at 32 px). Returns `pipeline_env()`."""
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "scripts", root / "scripts")
     for i, tile in enumerate(photo_tiles(photos, 40)):
-        write_rgb(root / "data/raw/photos" / f"p{i:02d}.{'png' if i % 2 else 'jpg'}", tile)
-    p = yaml.safe_load((root / "params.yaml").read_text())
-    p["data"].update(source="folder", path="data/raw/photos", val_fraction=0.25, min_size=16)
-    p["preprocess"].update(size=32, workers=1)
-    p["train"].update(epochs=2, batch_size=4, crop=32)
-    p["evaluate"].update(grid_images=2)
-    for section, values in params.items():
-        p[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
-               NO_ALBUMENTATIONS_UPDATE="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+        write_rgb(root / PHOTOS / f"p{i:02d}.{'png' if i % 2 else 'jpg'}", tile)
+    base = {"data": {"source": "folder", "path": PHOTOS, "val_fraction": 0.25, "min_size": 16},
+            "preprocess": {"size": 32, "workers": 1},
+            "train": {"epochs": 2, "batch_size": 4, "crop": 32},
+            "evaluate": {"grid_images": 2}}
+    set_params(root, **{s: {**base.get(s, {}), **params.get(s, {})} for s in {*base, *params}})
+    env = pipeline_env()
     run(["git", "init", "-q"], root, env)
     run([BIN / "dvc", "init", "-q"], root, env)
     run([BIN / "dvc", "config", "core.analytics", "false"], root, env)
@@ -133,3 +167,22 @@ def mlflow_client(root: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     return mlflow.MlflowClient()
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """The whole pipeline reproduced once with `dvc repro`: 80 tiny real photos, the
+    classification head with rebalancing, the local MLflow store, nothing committed. Tests
+    work on copies of it (`copy_repo`), never on it."""
+    root = tmp_path_factory.mktemp("built") / "repo"
+    root.mkdir()
+    env = make_pipeline_repo(root, photos=80, train={"rebalance": 0.25})
+    run([BIN / "dvc", "repro"], root, env)
+    return root
+
+
+def copy_repo(built: Path, dest: Path) -> tuple[Path, dict]:
+    """A copy of the built repository at `dest` (git, DVC cache, MLflow store and all: the
+    store's recorded locations are rewritten on first use, as for any moved checkout)."""
+    shutil.copytree(built, dest, symlinks=True)
+    return dest, pipeline_env()

@@ -15,6 +15,7 @@ def _bin(a, b):
     return int(np.flatnonzero((bins.centres() == (a, b)).all(1))[0])
 
 
+@pytest.mark.slow  # converts all 16.7M sRGB colours
 def test_bins_are_exactly_the_cells_reached_by_8bit_srgb():
     v = np.arange(256, dtype=np.float32) / 255
     rgb = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(4096, 4096, 3)

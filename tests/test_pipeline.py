@@ -1,6 +1,7 @@
-"""The real pipeline end to end: `dvc repro` in a temporary git repository on tiny real photos,
-with the classification head and a real MLflow SQLite store; then what DVC must keep up to
-date, the run and the registry, every way to name the model, `dvc plots`, and `dvc exp run`."""
+"""The real pipeline end to end: `dvc repro` in a temporary git repository on tiny real photos
+(a copy of the session's built repository), with the classification head and a real MLflow
+SQLite store; then what DVC must keep up to date, the run and the registry, every way to name
+the model, `dvc plots`, and `dvc exp run`."""
 
 import json
 
@@ -9,18 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BIN, make_pipeline_repo, mlflow_client, photo_tiles, run
+from colorize.decoding import Decoding
+from conftest import BIN, copy_repo, mlflow_client, photo_tiles, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    env = make_pipeline_repo(root, model={"head": "classification"},
-                             train={"rebalance": 0.25})
-    run([BIN / "dvc", "repro"], root, env)
-    return root, env
+def repo(built_repo, tmp_path_factory):
+    return copy_repo(built_repo, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def _run_id(root):
@@ -29,16 +27,21 @@ def _run_id(root):
 
 def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     root, env = repo
-    out = json.loads(run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
-    text = json.dumps(out)
-    for key in ("ciede2000", "auc_rebalanced", "auc", "psnr", "ssim", "colourfulness_ratio"):
-        assert key in text
+    shown = json.loads(run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
     metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert shown[""]["data"]["metrics/evaluate.json"]["data"] == metrics  # what DVC reads
+    headline = ["ciede2000", "auc", "auc_rebalanced", "psnr", "ssim", "mse_ab",
+                "colourfulness_ratio"]
+    assert list(metrics["model"]) == headline and list(metrics["gray"]) == headline
     assert metrics["head"] == "classification"
     assert (metrics["temperature"], metrics["prior_correction"]) == (0.2, 0.55)
-    assert metrics["gray"]["colourfulness_ratio"] == 0.0
+    assert metrics["gray"]["colourfulness_ratio"] == 0.0 and metrics["gray"]["mse_ab"] > 0
     data = json.loads((root / "metrics/data.json").read_text())
-    assert data["used"] == 20 and data["train"] + data["val"] == 20
+    # 80 tiles of 4 photos: one (p31) is a resized copy of another's crop, and is dropped.
+    assert (data["found"], data["used"], data["rejected_by_reason"]) == (
+        80, 79, {"near_duplicate": 1})
+    assert data["train"] + data["val"] == 79
+    assert metrics["val_images"] == data["val"]
     rows = (root / "plots/tradeoff.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
         "gray", *(f"T={t} A={a}" for a in (0.55, 0) for t in (1, 0.6, 0.38, 0.2))]
@@ -99,14 +102,20 @@ def test_registered_version_is_described_aliased_and_colorizes(repo):
     assert "CIEDE2000" in version.description and "gray" in version.description
     # The registered pyfunc (logged from code) takes image files, answers full-size images,
     # and takes the temperature as a request parameter.
+    assert Decoding.from_tags(version.tags) == Decoding(0.2, 0.55)  # what it was evaluated at
     service = mlflow.pyfunc.load_model("models:/colorizer@workspace")
     photo = photo_tiles(1, 50)[0][:, :45]
-    answers = [service.predict(image_frame([encode_png(photo)]), params={"temperature": t})
-               for t in (1.0, 0.2)]
+    request = image_frame([encode_png(photo)])
+    answers = [service.predict(request, params=p) for p in (
+        {"temperature": 1.0}, {"temperature": 0.2}, {"temperature": 0.2, "prior_correction": 0.55},
+        None)]
     outs = [cv2.imdecode(np.frombuffer(base64.b64decode(a["image"][0]), np.uint8),
                          cv2.IMREAD_COLOR) for a in answers]
     assert outs[0].shape == photo.shape
     assert not np.array_equal(outs[0], outs[1])  # T changes the colours
+    # No parameters: the evaluated decoding (T 0.2, A 0.55), the same pixels as asking for it.
+    assert np.array_equal(outs[2], outs[3])
+    assert list(answers[0].columns) == ["image", "error"]
     with pytest.raises(Exception, match="temperature"):
         service.predict(image_frame([encode_png(photo)]), params={"temperature": -1.0})
     # The network itself is logged with the torch flavour beside it.
@@ -132,8 +141,11 @@ def test_predict_accepts_every_model_spec(repo, monkeypatch):
                  "models:/colorizer/1", f"runs:/{_run_id(root)}"):
         found = resolve(spec)
         assert found.size == 32, spec
-        outputs.append(colorize_batch(found.model, found.size, [photo], amp="off",
-                                      temperature=0.2, correction=0.5)[0])
+        # A registry version brings the decoding it was evaluated at; a file or a run none.
+        registered = spec is not None and spec.startswith("models:/")
+        assert found.decoding == (Decoding(0.2, 0.55) if registered else None), spec
+        outputs.append(colorize_batch(found.model, found.size, [photo], Decoding(0.2, 0.5),
+                                      amp="off")[0])
     for out in outputs[1:]:
         assert np.array_equal(out, outputs[0])
     assert not (root / "data" / "mlflow.db").exists()

@@ -13,10 +13,9 @@ import torch
 
 from colorize import lab
 from colorize.data.images import decode
-from colorize.model.checkpoint import save_model
-from colorize.model.network import Colorizer
+from colorize.model.file import save_model
 from colorize.predict.photo import _linear_taps, compose
-from conftest import photo_tiles, write_rgb
+from conftest import network, photo_tiles, write_rgb
 
 
 def _whole(rgb: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
@@ -51,7 +50,7 @@ def test_strips_equal_the_whole_image(h, w, s):
 _CHILD = """
 import json, sys
 from pathlib import Path
-from colorize.predict.run import predict
+from colorize.predict.predict import predict
 
 def kib(field):
     with open("/proc/self/status") as f:
@@ -70,9 +69,9 @@ print(json.dumps({"base": base, "peak": kib("VmHWM"), "result": result}))
 def test_a_large_photo_is_colorized_in_memory_proportional_to_its_pixels(tmp_path):
     h, w = 4000, 6000
     torch.manual_seed(0)
-    model = Colorizer(16)
+    model = network(head="regression", decoder_width=16)
     with torch.no_grad():  # keep ab moderate, as in test_predict.py, so L survives the gamut
-        model.decoder[-2].weight.mul_(0.2)
+        model.head.weight.mul_(0.2)
     save_model(model, tmp_path / "model.pt", size=32)
     rgb = cv2.resize(photo_tiles(1, 256)[0], (w, h), interpolation=cv2.INTER_CUBIC)
     write_rgb(tmp_path / "big.jpg", rgb)

@@ -5,7 +5,7 @@ import pytest
 
 from colorize import lab
 from colorize.data.prepare import prepare
-from colorize.preprocess.run import preprocess
+from colorize.preprocess.preprocess import preprocess
 from colorize.preprocess.store import LabStore
 
 

@@ -13,18 +13,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import BIN, make_pipeline_repo, mlflow_client, photo_tiles, run
+from conftest import BIN, copy_repo, mlflow_client, photo_tiles, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry") / "checkout"
-    root.mkdir()
-    env = make_pipeline_repo(root, model={"head": "classification"})
-    run([BIN / "dvc", "repro"], root, env)
-    return root, env
+def repo(built_repo, tmp_path_factory):
+    return copy_repo(built_repo, tmp_path_factory.mktemp("registry") / "checkout")
 
 
 def test_concurrent_evaluations_leave_the_alias_on_the_newest_version(repo):

@@ -35,9 +35,10 @@ from colorize.sweep.storage import (
     sqlalchemy_url,
     study_lock,
     take_trial,
+    trial_id_of,
 )
-from colorize.sweep.study import make_study
-from conftest import BIN, make_pipeline_repo, photo_tiles, run, write_rgb
+from colorize.sweep.study import make_study, open_study
+from conftest import BIN, copy_repo, photo_tiles, run, set_params, write_rgb
 
 pytestmark = pytest.mark.slow
 PASSWORD = "s3cret-pw"  # the sweep's database role; must never reach MLflow or the output
@@ -201,14 +202,15 @@ def tracking(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, tracking):
-    """Tiny pipeline up to the prior (what a sweep needs); MLflow on the server."""
-    root = tmp_path_factory.mktemp("servers")
-    env = make_pipeline_repo(root, model={"decoder_width": 16},  # inside the search space:
-                             sweep={"epochs": 1, "decoder_widths": [16, 32],  # defaults enqueued
-                                    "pruner_warmup_epochs": 0})
+def repo(built_repo, tmp_path_factory, tracking):
+    """The built repository's data and prior (what a sweep needs), without its local MLflow
+    store: MLflow on the server."""
+    root, env = copy_repo(built_repo, tmp_path_factory.mktemp("servers") / "repo")
+    shutil.rmtree(root / "mlartifacts")
+    (root / "mlflow.db").unlink()
+    set_params(root, model={"decoder_width": 16},  # inside the search space: defaults enqueued
+               sweep={"epochs": 1, "decoder_widths": [16, 32], "pruner_warmup_epochs": 0})
     env.update(MLFLOW_TRACKING_URI=tracking.url, OMP_NUM_THREADS="1")
-    run([BIN / "dvc", "repro", "prior"], root, env)
     return root, env
 
 
@@ -313,11 +315,17 @@ def test_optuna_heartbeat_fails_a_dead_workers_trial_only(pg_url, settings):
 
     sweep = settings.override(sweep={"storage": pg_url, "study": "hb", "n_trials": 5,
                                      "heartbeat_s": 1}).sweep
-    study = make_study(sweep)
-    alive, dead = take_trial(study, sweep), take_trial(study, sweep)
-    with Heartbeat(study._storage, alive._trial_id, 1):
-        time.sleep(4.5)
-        assert fail_stale_trials(study, sweep.heartbeat_s) == [dead.number]
+    study, storage = open_study(sweep)
+    start = time.monotonic()
+    alive, dead = take_trial(study, sweep, storage), take_trial(study, sweep, storage)
+    with Heartbeat(storage, trial_id_of(storage, study, alive.number), 1):
+        assert fail_stale_trials(study, storage, sweep.heartbeat_s) == []  # within the grace
+        # The database's clock decides: ask until the dead trial is failed, not a fixed sleep.
+        while not (failed := fail_stale_trials(study, storage, sweep.heartbeat_s)):
+            assert time.monotonic() - start < 30, "the dead trial was never failed"
+            time.sleep(0.2)
+        waited = time.monotonic() - start
+    assert failed == [dead.number] and waited > 3 * sweep.heartbeat_s
     engine = create_engine(sqlalchemy_url(pg_url))
     with engine.connect() as c:
         beats = c.execute(text("SELECT count(*) FROM trial_heartbeats")).scalar()
@@ -327,7 +335,7 @@ def test_optuna_heartbeat_fails_a_dead_workers_trial_only(pg_url, settings):
     assert states[alive.number].state == TrialState.RUNNING
     assert states[dead.number].state == TrialState.FAIL
     assert "no heartbeat" in states[dead.number].user_attrs["fail_reason"]
-    assert fail_stale_trials(study, sweep.heartbeat_s) == []  # nothing left to fail
+    assert fail_stale_trials(study, storage, sweep.heartbeat_s) == []  # nothing left to fail
 
 
 # --- colorize sweep on PostgreSQL, MLflow on the server ---------------------------------
@@ -401,7 +409,7 @@ def test_killed_workers_trial_is_failed_and_the_budget_still_met(repo, tracking,
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.communicate()
-    time.sleep(3.5)  # past the grace period: 3 x heartbeat_s
+    _wait_until_stale(url, name, 3 * params["sweep"]["heartbeat_s"])  # past the grace period
     out = run([*args, "--epochs", "1"], root, env).stdout
     assert "trial 0: marked FAIL (its worker stopped)" in out
     study = _load(url, name)
@@ -429,6 +437,29 @@ def _training_with_heartbeat(url: str, study: str) -> bool:
                 "AND a.key = 'mlflow_run_id'"), {"n": study}).scalar())
     except Exception:  # the tables do not exist yet
         return False
+    finally:
+        engine.dispose()
+
+
+def _wait_until_stale(url: str, study: str, grace_s: int) -> None:
+    """Until the study's RUNNING trials' last Optuna heartbeats are over `grace_s` old by the
+    database's clock (Optuna's own test; no fixed sleep)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlalchemy_url(url))
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            with engine.connect() as c:  # a new transaction each time: a new now()
+                stale = c.execute(text(
+                    "SELECT bool_and(LOCALTIMESTAMP - h.heartbeat > make_interval(secs => :g)) "
+                    "FROM trials t JOIN trial_heartbeats h USING (trial_id) JOIN studies s "
+                    "USING (study_id) WHERE t.state = 'RUNNING' AND s.study_name = :n"),
+                    {"n": study, "g": grace_s}).scalar()
+            if stale:
+                return
+            assert time.monotonic() < deadline, "the killed worker's trial never went stale"
+            time.sleep(0.2)
     finally:
         engine.dispose()
 

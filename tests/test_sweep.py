@@ -2,28 +2,24 @@
 stale RUNNING trials, nested MLflow runs, and the best parameters applied through `dvc exp`."""
 
 import json
-import time
 
 import mlflow
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
 from colorize.sweep.storage import fail_stale_trials
 from colorize.sweep.study import make_study
-from conftest import BIN, make_pipeline_repo, run
+from conftest import BIN, copy_repo, run, set_params
 
 pytestmark = pytest.mark.slow
 JOURNAL = "sweeps/journal.log"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    env = make_pipeline_repo(root, sweep={"epochs": 1, "decoder_widths": [16, 32],
-                                          "pruner_warmup_epochs": 0})
-    run([BIN / "dvc", "repro", "prior"], root, env)
+def repo(built_repo, tmp_path_factory):
+    root, env = copy_repo(built_repo, tmp_path_factory.mktemp("sweep") / "repo")
+    set_params(root, sweep={"epochs": 1, "decoder_widths": [16, 32], "pruner_warmup_epochs": 0})
     return root, env
 
 
@@ -33,7 +29,7 @@ def _sweep_settings(settings, **values):
 
 def _study(root, settings):
     s = _sweep_settings(settings, storage=str(root / JOURNAL))
-    return optuna.load_study(study_name=s.study, storage=make_study(s)._storage)
+    return make_study(s)
 
 
 def _children(root, parent):
@@ -94,26 +90,48 @@ def test_parallel_workers_then_continue_then_nan_then_apply(repo, settings):
 
 
 def test_dead_workers_trial_is_failed_after_missed_heartbeats(tmp_path, settings):
+    """A journal file: a trial is failed once its last heartbeat is over 3 x heartbeat_s old,
+    not before. The heartbeats and the check share an injected clock: nothing sleeps."""
+    from colorize.sweep.storage import HEARTBEAT_KEY, Heartbeat, take_trial, trial_id_of
+    from colorize.sweep.study import open_study
+
     sweep = _sweep_settings(settings, storage=str(tmp_path / "j.log"), heartbeat_s=1)
-    study = make_study(sweep)
-    orphan = study.ask()  # RUNNING, and nobody will ever finish or stamp it
-    time.sleep(3.5)
-    assert fail_stale_trials(study, sweep.heartbeat_s) == [orphan.number]
+    study, storage = open_study(sweep)
+    orphan = take_trial(study, sweep, storage)  # RUNNING, with the first heartbeat taking gives
+    first = study.trials[0].system_attrs[HEARTBEAT_KEY]
+
+    def fail_at(seconds: float) -> list[int]:  # fail_stale_trials, `seconds` after `first`
+        return fail_stale_trials(study, storage, sweep.heartbeat_s, now=lambda: first + seconds)
+
+    assert fail_at(2.9) == []  # within the grace period
+    Heartbeat(storage, trial_id_of(storage, study, orphan.number), 1,
+              now=lambda: first + 2).beat()  # a later heartbeat postpones it
+    assert fail_at(4.9) == []
+    assert study.trials[0].state == TrialState.RUNNING
+    assert fail_at(5.1) == [orphan.number]  # then nobody stamps it
     t = study.trials[0]
-    assert t.state == TrialState.FAIL and "no heartbeat" in t.user_attrs["fail_reason"]
+    assert t.state == TrialState.FAIL and "no heartbeat for 3s" in t.user_attrs["fail_reason"]
+    assert fail_at(60) == []  # nothing left to fail
 
 
 def test_new_study_starts_with_the_current_params(tmp_path, settings):
     from colorize.sweep.study import enqueue_defaults
 
-    settings = settings.override(sweep={"storage": str(tmp_path / "j.log")})
+    settings = settings.override(sweep={"storage": str(tmp_path / "j.log")},
+                                 model={"head": "classification", "decoder_width": 64,
+                                        "trunk_depth": 2},
+                                 train={"lr": 0.003, "rebalance": 0.25})
     study = make_study(settings.sweep)
     enqueue_defaults(study, settings)
     enqueue_defaults(study, settings)  # only once
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1
-    fixed = {"lr": settings.train.lr, "decoder_width": settings.model.decoder_width,
-             "head": settings.model.head, "trunk_depth": settings.model.trunk_depth}
-    if settings.model.head == "classification":
-        fixed["rebalance"] = settings.train.rebalance
-    assert waiting[0].system_attrs["fixed_params"] == fixed
+    assert waiting[0].system_attrs["fixed_params"] == {
+        "lr": 0.003, "decoder_width": 64, "head": "classification", "trunk_depth": 2,
+        "rebalance": 0.25}
+    # Outside the search space (a width the sweep does not try): nothing is enqueued.
+    other = settings.override(sweep={"storage": str(tmp_path / "k.log")},
+                              model={"decoder_width": 48})
+    study = make_study(other.sweep)
+    enqueue_defaults(study, other)
+    assert study.get_trials(states=(TrialState.WAITING,)) == []

@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,15 +25,12 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import BIN, make_pipeline_repo, run
+from conftest import BIN, PHOTOS, copy_repo, run
 
 pytestmark = pytest.mark.slow
 
 DVC = BIN / "dvc"
 COLORIZE = BIN / "colorize"
-# Inside the fetch stage's output (data/raw/folder), as data/raw/sample is for the default
-# source: the photos are a DVC output, so `dvc pull` and queued workspaces get them too.
-PHOTOS = "data/raw/folder/photos"
 # What a colleague needs: every cached output of dvc.yaml (the rest travels in git).
 PUSHED = ("data/raw/folder", "data/interim/manifest.csv", "data/interim/rejected.csv",
           "data/processed", "data/prior/ab_prior.npy", "models/model.pt")
@@ -58,14 +54,12 @@ class Clone:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory) -> Team:
-    """Alice: `dvc repro`, a default remote, everything committed and pushed (git and DVC)."""
+def team(built_repo, tmp_path_factory) -> Team:
+    """Alice: `dvc repro` (a copy of the built repository), a default remote, everything
+    committed and pushed (git and DVC)."""
     base = tmp_path_factory.mktemp("team")
-    alice, origin, nas = base / "alice", base / "origin.git", base / "nas"
-    alice.mkdir()
-    env = make_pipeline_repo(alice, data={"path": PHOTOS})
-    shutil.move(alice / "data/raw/photos", alice / PHOTOS)
-    run([DVC, "repro"], alice, env)
+    origin, nas = base / "origin.git", base / "nas"
+    alice, env = copy_repo(built_repo, base / "alice")
     run([DVC, "remote", "add", "-d", "nas", nas], alice, env)
     run(["git", "init", "-q", "--bare", origin], base, env)
     run(["git", "remote", "add", "origin", origin], alice, env)
@@ -120,10 +114,6 @@ def _object(md5: str) -> Path:
 
 def _objects(folder: Path) -> set[Path]:
     return {p.relative_to(folder) for p in (folder / "files/md5").rglob("*") if p.is_file()}
-
-
-def _output(out: subprocess.CompletedProcess) -> str:
-    return out.stdout + out.stderr
 
 
 def _runs(root: Path) -> dict[str, mlflow.entities.Run]:
@@ -189,89 +179,6 @@ def test_mlflow_link_needs_a_shared_tracking_store(bob, team):
     out = run(args, root, shared)
     assert f"run {run_id[:8]}" in out.stdout and (root / "o-run/p01.png").is_file()
     assert not (root / "mlflow.db").exists()
-
-
-def test_remote_missing_an_object_is_reported(team):
-    """DVC names a missing single-file output; for a file inside a directory output it names
-    only the object, and `dvc status --cloud` names the path."""
-    outs = _lock_outs(team.alice, team.env)
-    listing = json.loads((team.alice / ".dvc/cache" / _object(outs["data/processed"]))
-                         .read_text())
-    shard = next(e for e in listing if e["relpath"].startswith("val/shard-"))
-    results = {}
-    for case, md5 in (("model", outs["models/model.pt"]), ("shard", shard["md5"])):
-        broken = team.base / f"nas-without-{case}"
-        shutil.copytree(team.nas, broken)
-        (broken / _object(md5)).unlink()
-        clone = team.base / f"clone-without-{case}"
-        run(["git", "clone", "-q", team.origin, clone], team.base, team.env)
-        # The shared folder mounted elsewhere on this machine: a local override, not committed.
-        run([DVC, "remote", "modify", "--local", "nas", "url", broken], clone, team.env)
-        assert run(["git", "status", "--porcelain"], clone, team.env).stdout == ""
-        results[case] = clone, md5, run([DVC, "pull"], clone, team.env, check=False)
-
-    clone, md5, pull = results["model"]
-    assert pull.returncode == 1
-    text = _output(pull)
-    assert ("WARNING: Some of the cache files do not exist neither locally nor on remote. "
-            f"Missing cache files:\nmd5: {md5}") in text
-    assert ("ERROR: failed to pull data from the cloud - Checkout failed for following "
-            "targets:\nmodels/model.pt") in text
-
-    clone, md5, pull = results["shard"]
-    assert pull.returncode == 1
-    text = _output(pull)
-    assert f"ERROR: failed to transfer '{md5}'" in text
-    assert "ERROR: failed to pull data from the cloud - " in text
-    assert "files failed to download" in text
-    cloud = run([DVC, "status", "--cloud"], clone, team.env).stdout
-    assert re.search(rf"deleted:\s+data/processed/{re.escape(shard['relpath'])}", cloud)
-    # What is on the remote can still be pulled on its own.
-    run([DVC, "pull", "models/model.pt"], clone, team.env)
-    assert (clone / "models/model.pt").is_file()
-
-
-def test_credentials_stay_in_config_local(tmp_path, team):
-    env = team.env
-    run(["git", "init", "-q"], tmp_path, env)
-    run([DVC, "init", "-q"], tmp_path, env)
-    for args in (["add", "-d", "team", "s3://colorize-team/dvc"],
-                 ["modify", "--local", "team", "access_key_id", "AKIAEXAMPLEKEY"],
-                 ["modify", "--local", "team", "secret_access_key", "s3cr3t-example"],
-                 ["add", "nas", "ssh://nas.example.org/srv/colorize-dvc"],
-                 ["modify", "--local", "nas", "user", "alice"],
-                 ["modify", "--local", "nas", "password", "hunter2-example"]):
-        run([DVC, "remote", *args], tmp_path, env)
-    shared, local = (tmp_path / ".dvc/config").read_text(), (tmp_path / ".dvc/config.local")
-    assert "s3://colorize-team/dvc" in shared and "ssh://nas.example.org" in shared
-    for secret in ("AKIAEXAMPLEKEY", "s3cr3t-example", "alice", "hunter2-example"):
-        assert secret not in shared and secret in local.read_text()
-    run(["git", "check-ignore", "-q", ".dvc/config.local"], tmp_path, env)
-    run(["git", "add", "-A"], tmp_path, env)
-    staged = run(["git", "diff", "--cached", "--name-only"], tmp_path, env).stdout.split()
-    assert ".dvc/config" in staged and ".dvc/config.local" not in staged
-
-
-def test_push_false_would_leave_every_clone_out_of_date(tmp_path, team):
-    """Why dvc.yaml pushes the raw data: an output marked `push: false` is missing in a clone,
-    and DVC 3.67 then fails `dvc pull` and reports the stage and its consumers as changed."""
-    env, origin = team.env, tmp_path / "origin"
-    origin.mkdir()
-    (origin / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "fetch": {"cmd": "mkdir -p raw && echo photo > raw/a.txt",
-                  "outs": [{"raw": {"persist": True, "push": False}}]},
-        "prepare": {"cmd": "cp raw/a.txt a.csv", "deps": ["raw"], "outs": ["a.csv"]}}}))
-    for args in (["git", "init", "-q"], [DVC, "init", "-q"],
-                 [DVC, "remote", "add", "-d", "nas", tmp_path / "nas"], [DVC, "repro"],
-                 ["git", "add", "-A"], ["git", "commit", "-qm", "x"], [DVC, "push"]):
-        run(args, origin, env)
-    run(["git", "clone", "-q", origin, tmp_path / "clone"], tmp_path, env)
-    pull = run([DVC, "pull"], tmp_path / "clone", env, check=False)
-    assert pull.returncode == 1 and "Missing cache files" in _output(pull)
-    assert "Checkout failed for following targets:\nraw" in _output(pull)
-    status = run([DVC, "status"], tmp_path / "clone", env).stdout
-    assert re.search(r"fetch:\s+changed outs:\s+not in cache:\s+raw", status)
-    assert re.search(r"prepare:\s+changed deps:\s+deleted:\s+raw", status)
 
 
 def test_queued_experiments_are_own_runs_in_the_project_store(team, bob, queued):

@@ -44,7 +44,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_preprocess(args) -> int:
-    from colorize.preprocess.run import preprocess
+    from colorize.preprocess.preprocess import preprocess
 
     s = _settings(args)
     preprocess(s.data, s.preprocess, args.manifest, args.out, workers=args.workers,
@@ -53,9 +53,9 @@ def cmd_preprocess(args) -> int:
 
 
 def cmd_prior(args) -> int:
-    from colorize.preprocess.prior import write_prior
+    from colorize.preprocess.prior import prior
 
-    write_prior(args.train_dir, args.out, args.plot)
+    prior(args.train_dir, args.out, args.plot)
     return 0
 
 
@@ -70,16 +70,16 @@ def cmd_train(args) -> int:
                f"--nproc_per_node={s.train.nproc}", "-m", "colorize.cli", *args.argv]
         print("launching:", " ".join(cmd[1:]), flush=True)
         os.execv(sys.executable, cmd)
-    from colorize.train.stage import run
+    from colorize.train.train import train
 
-    run(s, data_dir=args.data, prior_path=args.prior, manifest=args.manifest,
+    train(s, data_dir=args.data, prior_path=args.prior, manifest=args.manifest,
         model_path=args.model, run_file=args.run_file, metrics_path=args.metrics,
         history_path=args.history, checkpoints=args.checkpoints)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from colorize.evaluate.run import evaluate
+    from colorize.evaluate.evaluate import evaluate
     from colorize.track.models import log_evaluation
 
     s = _settings(args)
@@ -93,40 +93,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from colorize.predict.run import predict
+    from colorize.predict.predict import predict
 
     temperature, correction = _decoding(args)
     result = predict(args.inputs, args.out, args.model, args.batch_size,
                      amp="off" if args.fp32 else "auto", temperature=temperature,
-                     correction=correction, fallback=_repository_decoding())
+                     correction=correction)
     return 1 if result["skipped"] else 0
 
 
 def _decoding(args) -> tuple[float | None, float | None]:
     """--temperature and --prior-correction, checked (None when not given)."""
-    from colorize import config
+    from colorize.decoding import checked
 
-    T, alpha = args.temperature, args.prior_correction
-    if T is not None:
-        try:
-            T = config.check_temperature(T)
-        except ValueError as e:
-            raise config.ConfigError(f"--temperature: {e}") from None
-    if alpha is not None and not 0 <= alpha <= 2:
-        raise config.ConfigError(f"--prior-correction: {alpha} is out of range [0, 2]")
-    return T, alpha
-
-
-def _repository_decoding() -> tuple[float, float] | None:
-    """The repository's evaluate.temperature and .prior_correction, when run inside one."""
-    from colorize import config
-    from colorize.paths import find_root
-
-    root = find_root()
-    if root is None or not (root / "params.yaml").is_file():
-        return None
-    evaluate = config.load(root / "params.yaml").evaluate
-    return evaluate.temperature, evaluate.prior_correction
+    return checked(args.temperature, args.prior_correction,
+                   ("--temperature", "--prior-correction"))
 
 
 def cmd_request(args) -> int:
@@ -145,7 +126,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from colorize.sweep.run import sweep
+    from colorize.sweep.sweep import sweep
 
     sweep(_settings(args), workers=args.workers, apply=args.apply, params_path=args.params,
           n_trials=args.n_trials, epochs=args.epochs, storage=args.storage, study=args.study)

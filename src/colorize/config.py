@@ -8,7 +8,6 @@ need with `Settings.override`.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -28,11 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from colorize.errors import UserError
+from colorize.decoding import Decoding, check_correction, check_temperature
+from colorize.errors import ConfigError
 
-
-class ConfigError(UserError, ValueError):
-    """A bad or missing value in params.yaml (the message starts with the key)."""
+__all__ = ["ConfigError", "Settings", "load", "from_dict", "repository_decoding"]
 
 
 def _no_bool(value: Any) -> Any:
@@ -104,23 +102,21 @@ class TrainSettings(Section):
     nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
 
 
-def check_temperature(value: float) -> float:
-    """Annealed-mean temperature: 1 gives the mean colour, towards 0 the most likely one."""
-    if not (isinstance(value, int | float) and math.isfinite(value) and 0 < value <= 100):
-        raise ValueError(f"{value!r} must be a temperature in (0, 100] "
-                         "(1 = mean colour, smaller = more vivid)")
-    return float(value)
-
-
-Temperature = Annotated[Number, AfterValidator(check_temperature)]
+Temperature = Annotated[Number, AfterValidator(check_temperature)]  # colorize/decoding.py
+PriorCorrection = Annotated[Number, AfterValidator(check_correction)]
 
 
 class EvaluateSettings(Section):
     batch_size: Annotated[StrictInt, Field(ge=1)]
     grid_images: Annotated[StrictInt, Field(ge=1, le=64)]
     temperature: Temperature  # the operating point: headline metrics, served default
-    prior_correction: Annotated[Number, Field(ge=0, le=2)]  # logits - alpha log p (ditto)
+    prior_correction: PriorCorrection  # logits - alpha log p (ditto)
     temperatures: Annotated[tuple[Temperature, ...], Field(min_length=1)]  # the trade-off plot
+
+    @property
+    def decoding(self) -> Decoding:
+        """The operating point: what evaluate reports and predict uses by default."""
+        return Decoding(self.temperature, self.prior_correction)
 
 
 class TrackingSettings(Section):
@@ -238,6 +234,17 @@ def _describe(error: dict) -> str:
     if isinstance(value, dict | list | tuple) and len(repr(value)) > 60:
         return f"{key}: {msg}"
     return f"{key}: {msg} (got {value!r})"
+
+
+def repository_decoding(start: str | os.PathLike | None = None) -> Decoding | None:
+    """params.yaml's decoding of the repository around `start` (default: the current folder),
+    or None outside a repository."""
+    from colorize.paths import find_root
+
+    root = find_root(start)
+    if root is None or not (root / "params.yaml").is_file():
+        return None
+    return load(root / "params.yaml").evaluate.decoding
 
 
 def load(path: str | os.PathLike = "params.yaml") -> Settings:

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A mistake in the user's input; the message names the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A bad or missing setting: a value in params.yaml or an option (the message starts with
+    the key or the option's name)."""

@@ -62,12 +62,12 @@ def assess(data: bytes, settings: DataSettings) -> tuple[dict, str, str, np.ndar
 
 class NearDuplicates:
     """Re-encoded or resized copies of a photo already taken (a different file, so a different
-    content hash): a 64-bit difference hash of a 9x8 thumbnail within HASH_BITS bits AND a 32x32
-    gray thumbnail within NEAR_DUPLICATE_LEVELS levels on average. The hash alone also matches
-    different photos (in miniplaces-11k: two sunsets over water); the pixel check tells them
-    apart, and the hash keeps the pixel check to a few candidates."""
+    content hash): a 64-bit difference hash of a 9x8 thumbnail within MAX_HASH_DISTANCE bits AND
+    a 32x32 gray thumbnail within NEAR_DUPLICATE_LEVELS levels on average. The hash alone also
+    matches different photos (in miniplaces-11k: two sunsets over water); the pixel check tells
+    them apart, and the hash keeps the pixel check to a few candidates."""
 
-    HASH_BITS = 8
+    MAX_HASH_DISTANCE = 8  # differing bits of the 64-bit hash
 
     def __init__(self):
         self.keys = np.zeros(1024, np.uint64)
@@ -78,7 +78,8 @@ class NearDuplicates:
         small = cv2.resize(thumb32, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
         key = np.packbits(small[:, 1:] > small[:, :-1]).view(">u8").astype(np.uint64)[0]
         n = len(self.thumbs)
-        close = np.flatnonzero(np.bitwise_count(self.keys[:n] ^ key) <= self.HASH_BITS)
+        distance = np.bitwise_count(self.keys[:n] ^ key)
+        close = np.flatnonzero(distance <= self.MAX_HASH_DISTANCE)
         for i in close:
             other, thumb = self.thumbs[i]
             if np.abs(thumb.astype(np.int16) - thumb32).mean() < NEAR_DUPLICATE_LEVELS:

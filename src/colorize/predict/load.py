@@ -15,7 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from colorize.model.checkpoint import ModelError, load_model
+from colorize.decoding import Decoding
+from colorize.model.file import ModelError, load_model
 from colorize.model.network import Colorizer
 from colorize.paths import find_root
 
@@ -29,8 +30,7 @@ class Resolved:
     model: Colorizer
     size: int
     description: str  # what it is, for the user: path or registry version, with its run
-    # (temperature, prior correction) a registry version was evaluated at, if known
-    decoding: tuple[float, float] | None = None
+    decoding: Decoding | None = None  # what a registry version was evaluated at, if known
 
 
 def resolve(spec: str | None) -> Resolved:
@@ -50,7 +50,8 @@ def resolve(spec: str | None) -> Resolved:
 
 
 def _about(model: Colorizer, size: int, meta: dict) -> str:
-    parts = [f"{model.head} head", f"trunk depth {model.trunk_depth}", f"working size {size}"]
+    parts = [f"{model.config.head} head", f"trunk depth {model.config.trunk_depth}",
+             f"working size {size}"]
     if meta.get("run_id"):
         parts.append(f"run {meta['run_id'][:8]}")
     if meta.get("best_epoch"):
@@ -65,18 +66,16 @@ def _client():
     repository's mlflow.db. Never creates one."""
     import mlflow
 
-    from colorize.track.mlflow_run import LOCAL_STORE
+    from colorize.track.store import STORE, relocate
 
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         root = find_root()
-        db = root / LOCAL_STORE if root else None
+        db = root / STORE if root else None
         if db is None or not db.is_file():
             raise ModelError(f"no MLflow store to resolve registry models: "
                              f"{db or 'no repository here'} does not exist and "
                              "MLFLOW_TRACKING_URI is not set (run from the repository after "
                              "`dvc repro`, or set MLFLOW_TRACKING_URI to your server)")
-        from colorize.track.store import relocate
-
         relocate(root)
         mlflow.set_tracking_uri(f"sqlite:///{db}")
     return mlflow.MlflowClient()
@@ -100,8 +99,7 @@ def _from_mlflow(spec: str) -> Resolved:
                 mv = client.get_model_version(name, number)
             run_id = mv.run_id
             label = f"{name} version {mv.version}, run {run_id[:8]}"
-            if mv.tags.get("temperature") and mv.tags.get("prior_correction"):
-                decoding = (float(mv.tags["temperature"]), float(mv.tags["prior_correction"]))
+            decoding = Decoding.from_tags(mv.tags)
         run_name = client.get_run(run_id).info.run_name
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "checkpoint/model.pt", tmp)
@@ -109,4 +107,5 @@ def _from_mlflow(spec: str) -> Resolved:
     except MlflowException as e:
         raise ModelError(f"{spec}: cannot be resolved ({e.message.splitlines()[0][:160]}); "
                          f"choose one with {CHOICES}") from None
-    return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.head} head)", decoding)
+    return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.config.head} head)",
+                    decoding)

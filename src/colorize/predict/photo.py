@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from colorize import lab
-from colorize.model.network import Colorizer, predict_ab
+from colorize.decoding import Decoding
+from colorize.model.inference import predict_ab
+from colorize.model.network import Colorizer
 
 # Pixels per strip in compose(): about 50 bytes of float temporaries each, so ~50 MB per strip.
 STRIP_PIXELS = 1 << 20
@@ -68,15 +69,13 @@ def _linear_taps(y0: int, y1: int, h: int, s: int
     return np.clip(first, 0, s - 1), np.clip(first + 1, 0, s - 1), f
 
 
-@torch.no_grad()
-def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray], amp: str = "auto",
-                   temperature: float = 1.0, correction: float = 0.0) -> list[np.ndarray]:
+def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray],
+                   decoding: Decoding | None, amp: str = "auto") -> list[np.ndarray]:
     """RGB photos (any size, uint8/uint16) -> colorized uint8 RGB at each photo's own size.
-    amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32.
-    `temperature`, `correction`: the classification head's decoding (regression ignores them)."""
+    `decoding`: the classification head's (colorize/decoding.py; regression ignores it).
+    amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32."""
     if not photos:
         return []
     Ls = np.stack([working_l(p, size) for p in photos])
-    ab = predict_ab(model, Ls, batch_size=len(photos), amp=amp, temperature=temperature,
-                    correction=correction)
+    ab = predict_ab(model, Ls, [decoding], batch_size=len(photos), amp=amp)[0]
     return [compose(p, a) for p, a in zip(photos, ab, strict=True)]

@@ -5,9 +5,9 @@ it runs this file from the installed package and reads the weights with weights_
 
 Request: a DataFrame with one column `image` holding base64-encoded image files (any format the
 pipeline reads), and optionally `params: {"temperature": T, "prior_correction": A}`
-(classification head; defaults: the values the version was evaluated at). Response: columns
-`image` (base64 PNG of the colorized photo, at the input's full resolution) and `error` (empty,
-or why that row failed).
+(classification head; defaults: the values the version was evaluated at, which colorize.track
+passes as the model's config, `decoding`). Response: columns `image` (base64 PNG of the
+colorized photo, at the input's full resolution) and `error` (empty, or why that row failed).
 Served with `mlflow models serve -m models:/colorizer@champion --env-manager local`.
 """
 
@@ -22,10 +22,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from colorize.config import check_temperature
 from colorize.data.images import ImageError, decode
+from colorize.decoding import NEUTRAL, Decoding, checked, resolve
+from colorize.errors import ConfigError
 from colorize.imaging import encode_png
-from colorize.model.checkpoint import load_model
+from colorize.model.file import load_model
 from colorize.predict.photo import colorize_batch
 
 
@@ -37,19 +38,18 @@ def image_frame(blobs: list[bytes]) -> pd.DataFrame:
 class ColorizerService(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model, self.size, _ = load_model(context.artifacts["checkpoint"])
+        evaluated = (context.model_config or {}).get("decoding")
+        self.decoding = Decoding(**evaluated) if evaluated else NEUTRAL
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None
                 ) -> pd.DataFrame:
         params = params or {}
         try:
-            temperature = check_temperature(float(params.get("temperature", 1.0)))
-        except (TypeError, ValueError) as e:
-            raise MlflowException(f"params.temperature: {e}",
-                                  error_code=INVALID_PARAMETER_VALUE) from None
-        correction = params.get("prior_correction", 0.0)
-        if not isinstance(correction, int | float) or not 0 <= correction <= 2:
-            raise MlflowException(f"params.prior_correction: {correction!r} is out of range "
-                                  "[0, 2]", error_code=INVALID_PARAMETER_VALUE)
+            given = checked(params.get("temperature"), params.get("prior_correction"),
+                            ("params.temperature", "params.prior_correction"))
+        except ConfigError as e:
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+        decoding = resolve(*given, self.decoding)
         out, errors = [], []
         for b64 in model_input["image"]:
             try:
@@ -64,8 +64,7 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
                 out.append("")
                 errors.append(str(e))
                 continue
-            result = colorize_batch(self.model, self.size, [rgb], temperature=temperature,
-                                    correction=float(correction))[0]
+            result = colorize_batch(self.model, self.size, [rgb], decoding)[0]
             out.append(base64.b64encode(encode_png(result)).decode("ascii"))
             errors.append("")
         return pd.DataFrame({"image": out, "error": errors})

@@ -27,25 +27,24 @@ def compute_prior(train_dir: str | Path, chunk: int = 256) -> np.ndarray:
     store = LabStore(train_dir)
     counts = np.zeros(bins.num_bins())
     for start in range(0, len(store), chunk):
-        labs = np.stack([np.asarray(store[i], np.float32)
-                         for i in range(start, min(start + chunk, len(store)))])
+        labs = store.batch(start, min(start + chunk, len(store)))
         counts += bins.histogram(labs[:, 1:].transpose(0, 2, 3, 1))
     return bins.smooth_prior(counts)
 
 
-def write_prior(train_dir: str | Path, out_path: str | Path, plot_path: str | Path
+def prior(train_dir: str | Path, out_path: str | Path, plot_path: str | Path
                 ) -> np.ndarray:
-    prior = compute_prior(train_dir)
+    p = compute_prior(train_dir)
     with atomic_path(out_path) as tmp:
-        np.save(tmp, prior)
+        np.save(tmp, p)
     with atomic_path(plot_path) as tmp:
-        plot_prior(prior, tmp)
-    top = np.argsort(prior)[::-1][:3]
+        plot_prior(p, tmp)
+    top = np.argsort(p)[::-1][:3]
     print(f"prior: {bins.num_bins()} bins from {len(LabStore(train_dir))} training images; "
           "most likely (a, b): " + ", ".join(
-              f"({bins.centres()[q][0]:.0f}, {bins.centres()[q][1]:.0f}) p={prior[q]:.3f}"
+              f"({bins.centres()[q][0]:.0f}, {bins.centres()[q][1]:.0f}) p={p[q]:.3f}"
               for q in top))
-    return prior
+    return p
 
 
 def plot_prior(prior: np.ndarray, path: str | os.PathLike) -> None:

@@ -67,6 +67,10 @@ class LabStore:
         k = int(np.searchsorted(self._offsets, i, side="right") - 1)
         return self._open()[k][i - self._offsets[k]]
 
+    def batch(self, start: int, stop: int) -> np.ndarray:
+        """Items start..stop-1 as one float32 array (n, 3, S, S): L, a, b."""
+        return np.stack([np.asarray(self[i], np.float32) for i in range(start, stop)])
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_shards"] = None

@@ -9,8 +9,14 @@ Heartbeats: Optuna records RDB heartbeats only inside Study.optimize, and the sw
 (so that a trial is taken under the budget lock), so `Heartbeat` stamps the running trial itself:
 with Optuna's own `record_heartbeat` on an RDB storage opened with `heartbeat_interval` (the
 `trial_heartbeats` table, so Optuna's tools and other Optuna clients see it), and as a trial
-system attribute on a journal file, which has no heartbeat of its own. Before each trial every
-worker fails RUNNING trials whose heartbeat is older than 3 x sweep.heartbeat_s.
+system attribute on a journal file, which has no heartbeat of its own (Optuna 5.0's
+JournalStorage has none), with an injectable clock. Before each trial every worker fails RUNNING
+trials whose heartbeat is older than 3 x sweep.heartbeat_s.
+
+Only Optuna's public API is used, on the storage we open ourselves (open_storage), never the
+study's private one; trial ids come from get_study_id_from_name and
+get_trial_id_from_study_id_trial_number. One exception, guarded by the Optuna version tested:
+listing an RDB's stale trials without failing them (see `_stale_rdb_trial_ids`).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -28,7 +34,6 @@ import optuna
 from filelock import FileLock
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -38,6 +43,8 @@ from colorize.errors import UserError
 HEARTBEAT_KEY = "colorize_heartbeat"
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 GRACE = 3  # a trial is stale after GRACE x heartbeat_s without a heartbeat
+TESTED_OPTUNA = "5.0"  # the Optuna minor version whose internals _stale_rdb_trial_ids relies on
+Clock = Callable[[], float]  # seconds since the epoch, as time.time
 
 
 def is_url(storage: str) -> bool:
@@ -136,12 +143,27 @@ def study_lock(storage: str, study: str) -> Iterator[None]:
             conn.execute(text(unlock), {"k": arg})
 
 
-def take_trial(study: optuna.Study, sweep: SweepSettings) -> optuna.Trial | None:
+def uses_optuna_heartbeat(storage: BaseStorage) -> bool:
+    """An RDB storage opened with a heartbeat interval: Optuna's own heartbeat table."""
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+def trial_id_of(storage: BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of the study's trial `number`, through Optuna's public storage API."""
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number)
+
+
+def take_trial(study: optuna.Study, sweep: SweepSettings,
+               storage: BaseStorage | None = None) -> optuna.Trial | None:
     """The next trial (an enqueued one first), or None when the study already holds
     sweep.n_trials taken trials (finished or RUNNING). Counting and asking happen under the
     study's lock, so any number of workers on any number of machines never exceed the budget.
     The first heartbeat is recorded before the lock is released: a worker that dies right after
-    asking still leaves a trial that the others will fail."""
+    asking still leaves a trial that the others will fail. `storage`: the one the study was
+    opened with (open_storage); opened from sweep.storage when None."""
+    if storage is None:
+        storage = open_storage(sweep.storage, sweep.heartbeat_s)
     with study_lock(sweep.storage, sweep.study):
         taken = study.get_trials(deepcopy=False, states=TAKEN)  # WAITING = enqueued, not run
         if len(taken) >= sweep.n_trials:
@@ -149,25 +171,26 @@ def take_trial(study: optuna.Study, sweep: SweepSettings) -> optuna.Trial | None
         with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": we beat
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
-        Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s).beat()
+        Heartbeat(storage, trial_id_of(storage, study, trial.number), sweep.heartbeat_s).beat()
         return trial
 
 
 class Heartbeat:
-    """Context manager: stamps the trial every `every` seconds from a background thread."""
+    """Context manager: stamps the trial every `every` seconds from a background thread. `now`
+    is the clock of a journal file's stamp; an RDB's heartbeat takes the database's time."""
 
-    def __init__(self, storage: BaseStorage, trial_id: int, every: float):
-        self.storage, self.trial_id, self.every = storage, trial_id, every
-        self.optuna_heartbeat = is_heartbeat_enabled(storage)
+    def __init__(self, storage: BaseStorage, trial_id: int, every: float, now: Clock = time.time):
+        self.storage, self.trial_id, self.every, self.now = storage, trial_id, every, now
+        self.optuna_heartbeat = uses_optuna_heartbeat(storage)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def beat(self) -> None:
         if self.optuna_heartbeat:
-            assert isinstance(self.storage, BaseHeartbeat)
+            assert isinstance(self.storage, RDBStorage)
             self.storage.record_heartbeat(self.trial_id)
         else:
-            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, time.time())
+            self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, self.now())
 
     def _beat(self) -> None:
         while True:
@@ -190,30 +213,47 @@ class Heartbeat:
             self._thread.join()
 
 
-def fail_stale_trials(study: optuna.Study, heartbeat_s: int) -> list[int]:
+def fail_stale_trials(study: optuna.Study, storage: BaseStorage, heartbeat_s: int,
+                      now: Clock = time.time) -> list[int]:
     """Mark RUNNING trials without a heartbeat for GRACE x heartbeat_s as FAIL, with the reason
-    in the `fail_reason` user attribute. Returns their numbers (those this call failed)."""
-    storage = study._storage
-    if is_heartbeat_enabled(storage):  # RDB: Optuna's heartbeat table, the database's clock
-        assert isinstance(storage, BaseHeartbeat)
-        ids = set(storage._get_stale_trial_ids(study._study_id))
-        stale = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                 if t._trial_id in ids]
-        reasons = {t._trial_id: f"worker stopped: no heartbeat for over "
-                                f"{GRACE * heartbeat_s}s" for t in stale}
+    in the `fail_reason` user attribute. Returns their numbers (those this call failed).
+    `storage`: the one the study was opened with (open_storage). `now`: the clock of a journal
+    file's heartbeats (Heartbeat's); on an RDB the database's clock decides."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    stale: dict[int, tuple[int, str]] = {}  # trial id -> (number, reason)
+    if uses_optuna_heartbeat(storage):  # RDB: Optuna's heartbeat table, the database's clock
+        assert isinstance(storage, RDBStorage)
+        for trial_id in _stale_rdb_trial_ids(storage, study_id):
+            stale[trial_id] = (storage.get_trial(trial_id).number,
+                               f"worker stopped: no heartbeat for over {GRACE * heartbeat_s}s")
     else:
-        now, reasons, stale = time.time(), {}, []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            last = t.system_attrs.get(HEARTBEAT_KEY, t.datetime_start.timestamp())
-            if now - last > GRACE * heartbeat_s:
-                stale.append(t)
-                reasons[t._trial_id] = f"worker stopped: no heartbeat for {now - last:.0f}s"
+        t = now()
+        for trial in storage.get_all_trials(study_id, deepcopy=False,
+                                            states=(TrialState.RUNNING,)):
+            last = trial.system_attrs.get(HEARTBEAT_KEY, trial.datetime_start.timestamp())
+            if t - last > GRACE * heartbeat_s:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                stale[trial_id] = (trial.number,
+                                   f"worker stopped: no heartbeat for {t - last:.0f}s")
     failed = []
-    for t in stale:
+    for trial_id, (number, reason) in sorted(stale.items(), key=lambda item: item[1][0]):
         try:  # another worker may fail (or the owner finish) the same trial meanwhile
-            storage.set_trial_user_attr(t._trial_id, "fail_reason", reasons[t._trial_id])
-            if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                failed.append(t.number)
+            storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(number)
         except UpdateFinishedTrialError:
             continue
     return failed
+
+
+def _stale_rdb_trial_ids(storage: RDBStorage, study_id: int) -> list[int]:
+    """Ids of the study's RUNNING trials whose Optuna heartbeat is older than the storage's grace
+    period, by the database's clock, left RUNNING. Optuna has no public way to list them: its
+    public optuna.storages.fail_stale_trials fails them at once, and a finished trial takes no
+    user attribute, so the reason could not be recorded. Hence RDBStorage's own query, on the
+    Optuna version it was tested with only."""
+    if optuna.__version__.split(".")[:2] != TESTED_OPTUNA.split("."):
+        raise UserError(f"sweep: failing a dead worker's trial on a database uses an Optuna "
+                        f"internal tested with Optuna {TESTED_OPTUNA}.x only, not the installed "
+                        f"{optuna.__version__}: pip install 'optuna=={TESTED_OPTUNA}.*'")
+    return storage._get_stale_trial_ids(study_id)

@@ -10,7 +10,7 @@ under the study's parent run. Trials are taken with ask/tell under a lock (a fil
 journal file, an advisory lock in PostgreSQL), so parallel workers never run more than
 `sweep.n_trials` in total; a trial that diverges or raises is recorded as FAIL with its reason
 and the sweep goes on. (The sweep runs trials and scores them, so it uses train.loop and
-evaluate.run; neither imports the sweep.)
+evaluate.score; neither imports the sweep.)
 
 On many machines (an RDB URL), every check-then-act step runs under the study's lock
 (storage.study_lock): creating the study, its MLflow parent run and the enqueued defaults happen
@@ -31,10 +31,12 @@ import numpy as np
 import optuna
 from mlflow.exceptions import MlflowException
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from colorize.config import Settings, SweepSettings
-from colorize.evaluate.run import score
+from colorize.decoding import NEUTRAL, Decoding
+from colorize.evaluate.score import score
 from colorize.model import bins
 from colorize.preprocess.store import LabStore
 from colorize.sweep.storage import (
@@ -44,8 +46,10 @@ from colorize.sweep.storage import (
     redact,
     study_lock,
     take_trial,
+    trial_id_of,
 )
 from colorize.track import mlflow_run
+from colorize.train.checkpoint import Checkpoints
 from colorize.train.loop import Epoch, fit
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -57,16 +61,25 @@ def direction(metric: str) -> str:
 
 
 def make_study(sweep: SweepSettings, worker: int = 0) -> optuna.Study:
-    """Open (or create) the study. Each worker gets its own sampler seed, derived from
-    sweep.sampler_seed, so that parallel workers do not propose the same parameters. Under the
-    study's lock: on a fresh database, Optuna's table creation races between processes."""
+    """Open (or create) the study, when its storage is not needed (see open_study)."""
+    return open_study(sweep, worker)[0]
+
+
+def open_study(sweep: SweepSettings, worker: int = 0) -> tuple[optuna.Study, BaseStorage]:
+    """Open (or create) the study; returns it with the storage it was opened on (open_storage):
+    heartbeats and failing stale trials use that one, never the study's private storage. Each
+    worker gets its own sampler seed, derived from sweep.sampler_seed, so that parallel workers
+    do not propose the same parameters. Under the study's lock: on a fresh database, Optuna's
+    table creation races between processes."""
     pruner = (optuna.pruners.MedianPruner(n_warmup_steps=sweep.pruner_warmup_epochs)
               if sweep.pruner == "median" else optuna.pruners.NopPruner())
     with study_lock(sweep.storage, sweep.study):
-        return optuna.create_study(
-            study_name=sweep.study, storage=open_storage(sweep.storage, sweep.heartbeat_s),
+        storage = open_storage(sweep.storage, sweep.heartbeat_s)
+        study = optuna.create_study(
+            study_name=sweep.study, storage=storage,
             sampler=optuna.samplers.TPESampler(seed=sweep.sampler_seed * 1000 + worker),
             pruner=pruner, direction=direction(sweep.metric), load_if_exists=True)
+    return study, storage
 
 
 def parent_run_id(study: optuna.Study, settings: Settings, manifest: str | Path) -> str:
@@ -131,14 +144,15 @@ class Objective:
         if self.metric == "val_loss":
             return e.val_loss, None
         alpha = self.settings.evaluate.prior_correction
-        decoded = ([(t, alpha) for t in self.settings.evaluate.temperatures]
-                   if model.head == "classification" else [(1.0, 0.0)])
+        classification = model.config.head == "classification"
+        decoded = ([Decoding(t, alpha) for t in self.settings.evaluate.temperatures]
+                   if classification else [NEUTRAL])
         scores = score(model, self.store, self.prior, decoded,
                        self.settings.evaluate.batch_size, wanted=(self.metric,), gray=False,
                        progress=False)
-        values = {d[0]: scores[d].summary()[self.metric] for d in decoded}
+        values = {d.temperature: scores[d].summary()[self.metric] for d in decoded}
         t = (max if self.maximize else min)(values, key=values.get)
-        return values[t], (t if model.head == "classification" else None)
+        return values[t], (t if classification else None)
 
 
 def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
@@ -164,9 +178,11 @@ def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
                     raise optuna.TrialPruned(f"{objective.metric} {value:.5f} at epoch {e.epoch} "
                                              "is worse than the median of earlier trials")
 
-            with tempfile.TemporaryDirectory() as ckpt:
-                fit(settings, data_dir, ckpt, prior, on_epoch=on_epoch, log=lambda _: None,
-                    progress=False)
+            with tempfile.TemporaryDirectory() as folder:
+                checkpoints = Checkpoints(folder, code="", epochs=settings.train.epochs,
+                                          log=lambda _: None)
+                fit(settings, data_dir, checkpoints, prior, on_epoch=on_epoch,
+                    log=lambda _: None, progress=False)
         except optuna.TrialPruned as e:
             mlflow.set_tags({"optuna_state": "PRUNED", "reason": str(e)})
             raise
@@ -191,20 +207,20 @@ def work(base: Settings, data_dir: str | Path, prior_path: str | Path, manifest:
     if threads:
         torch.set_num_threads(threads)
     sweep = base.sweep
-    study = make_study(sweep, worker)
+    study, storage = open_study(sweep, worker)
     prior = bins.load_prior(prior_path)
     mlflow_run.setup(base.tracking.experiment)
     parent = parent_run_id(study, base, manifest)
     ran = 0
     while True:
-        for number in fail_stale_trials(study, sweep.heartbeat_s):
+        for number in fail_stale_trials(study, storage, sweep.heartbeat_s):
             print(f"trial {number}: marked FAIL (its worker stopped)")
             _close_orphan_run(study, number)
-        trial = take_trial(study, sweep)
+        trial = take_trial(study, sweep, storage)
         if trial is None:
             return ran
         ran += 1
-        with Heartbeat(study._storage, trial._trial_id, sweep.heartbeat_s):
+        with Heartbeat(storage, trial_id_of(storage, study, trial.number), sweep.heartbeat_s):
             state, value, note = _attempt(trial, base, parent, Path(data_dir), prior)
         # Another worker may have failed this trial meanwhile (its heartbeat missed for too
         # long, e.g. the database was unreachable): keep that verdict, and go on.

@@ -28,17 +28,16 @@ from mlflow.exceptions import MlflowException
 from colorize.errors import UserError
 from colorize.files import write_json
 from colorize.paths import project_root
+from colorize.track.store import ARTIFACTS, STORE, relocate
 
-LOCAL_STORE = "mlflow.db"
-ARTIFACTS = "mlartifacts"
-SETUP_LOCK = f".{LOCAL_STORE}.setup.lock"  # in the repository root, git-ignored (/.*.lock)
+SETUP_LOCK = f".{STORE}.setup.lock"  # in the repository root, git-ignored (/.*.lock)
 # MLflow 3's experiment kind: model development, not GenAI. (The 3.17 UI still opens on the
 # overview tab; the README links the runs table directly.)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def local_uri() -> str:
-    return f"sqlite:///{project_root() / LOCAL_STORE}"
+    return f"sqlite:///{project_root() / STORE}"
 
 
 def tracking_uri() -> str:
@@ -62,8 +61,6 @@ def setup(experiment: str) -> str:
     if not is_local():
         mlflow.set_tracking_uri(tracking_uri())
         return _experiment_id(experiment)
-    from colorize.track.store import relocate
-
     root = project_root()
     with FileLock(str(root / SETUP_LOCK)):
         relocate(root)  # a moved or copied checkout: point the store at its new home
@@ -135,7 +132,7 @@ def log_datasets(manifest: str | Path) -> None:
 
 def write_run_file(run_id: str, experiment_id: str, path: str | Path) -> None:
     info = {"run_id": run_id, "experiment_id": experiment_id,
-            "tracking": LOCAL_STORE if is_local() else tracking_uri()}
+            "tracking": STORE if is_local() else tracking_uri()}
     write_json(path, info)
 
 

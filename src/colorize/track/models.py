@@ -6,9 +6,11 @@ For the pipeline's run, after evaluation:
     pickle; tensors in, the head's raw output out);
   - the weights file itself (`checkpoint/model.pt`), which `colorize predict` downloads and reads
     with weights_only=True;
-  - `colorizer`, a pyfunc logged from code (colorize/predict/service.py) that takes image files
-    and answers colorized images, registered as a new version of tracking.registered_model,
-    described and tagged (experiment, commit, data, head, metrics).
+  - `colorizer`, a pyfunc logged from code (colorize/predict/service.py, named here by its path:
+    tracking never imports serving) that takes image files and answers colorized images, with
+    the evaluated decoding as its config, registered as a new version of
+    tracking.registered_model, described and tagged (experiment, commit, data, head, decoding,
+    metrics).
 Aliases: a `dvc repro` in the workspace moves tracking.alias (@workspace) to its version;
 queued and other `dvc exp run` experiments and sweeps move none. `colorize promote VERSION`
 sets @champion. Concurrent evaluations never leave an alias on an older version: the alias is
@@ -17,6 +19,7 @@ set to the newest qualifying version and re-checked after every write (below).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from importlib.metadata import version as package_version
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
@@ -31,9 +35,10 @@ from mlflow.models import infer_signature
 
 from colorize import lab
 from colorize.config import Settings
+from colorize.decoding import NEUTRAL, Decoding
 from colorize.errors import UserError
 from colorize.imaging import encode_png
-from colorize.model.checkpoint import load_model
+from colorize.model.file import load_model
 from colorize.paths import project_root
 from colorize.track import mlflow_run
 
@@ -58,8 +63,7 @@ def log_evaluation(settings: Settings, results: dict, *, run_file: str | Path,
         model, size, _ = load_model(model_path)
         log_network(model, size)
         mlflow.log_artifact(str(model_path), CHECKPOINT_DIR)
-        logged = log_service(settings, model_path, results.get("temperature", 1.0),
-                             results.get("prior_correction", 0.0))
+        logged = log_service(settings, model_path, evaluated_decoding(results))
     version = str(logged.registered_model_version)
     describe(settings, version, info["run_id"], results)
     if mlflow_run.experiment_name() == "workspace":
@@ -75,23 +79,28 @@ def log_network(model: torch.nn.Module, size: int) -> None:
         signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     mlflow.pytorch.log_model(model, name="model", input_example=example, signature=signature,
                              pip_requirements=requirements(),
-                             metadata={"working_size": size, "head": model.head})
+                             metadata={"working_size": size, "head": model.config.head})
 
 
-def log_service(settings: Settings, model_path: str | Path, temperature: float,
-                correction: float):
-    from colorize.predict.service import ColorizerService, image_frame
+def evaluated_decoding(results: dict) -> Decoding | None:
+    """The decoding the evaluation reported (classification head), else None."""
+    if "temperature" not in results:
+        return None
+    return Decoding(results["temperature"], results["prior_correction"])
 
+
+def log_service(settings: Settings, model_path: str | Path, decoding: Decoding | None):
+    """The served model: service.py's protocol, one image column in, image and error out;
+    the request parameters default to the evaluated decoding (also the model's config)."""
     sample = lab.lab_to_rgb8(np.dstack([np.linspace(20, 80, 64 * 48).reshape(48, 64),
                                         np.zeros((48, 64, 2))]))
-    request = image_frame([encode_png(sample)])
-    # The service's own answer to the example request gives the output schema.
-    service = ColorizerService()
-    service.model, service.size, _ = load_model(model_path)
-    params = {"temperature": float(temperature), "prior_correction": float(correction)}
-    signature = infer_signature(request, service.predict(None, request, params), params)
+    request = pd.DataFrame({"image": [base64.b64encode(encode_png(sample)).decode("ascii")]})
+    answer = pd.DataFrame({"image": [""], "error": [""]})
+    params = (decoding or NEUTRAL).params()
+    signature = infer_signature(request, answer, params)
     return mlflow.pyfunc.log_model(
         name="colorizer", python_model=str(SERVICE), artifacts={"checkpoint": str(model_path)},
+        model_config={"decoding": decoding.params()} if decoding else None,
         input_example=(request, params), signature=signature,
         registered_model_name=settings.tracking.registered_model,
         pip_requirements=requirements())
@@ -111,17 +120,17 @@ def describe(settings: Settings, version: str, run_id: str, results: dict) -> No
     run = client.get_run(run_id)
     m, g = results["model"], results["gray"]
     experiment = mlflow_run.experiment_name()
+    decoding = evaluated_decoding(results)
     tags = {PIPELINE_TAG: experiment, "git_commit": run.data.tags.get("git_commit", ""),
             "data_manifest_sha256": run.data.tags.get("data_manifest_sha256", ""),
-            "head": results["head"], "temperature": str(results.get("temperature", "")),
-            "prior_correction": str(results.get("prior_correction", "")),
+            "head": results["head"], **(decoding.tags() if decoding else {}),
             "epochs": run.data.params.get("train.epochs", ""),
             **{f"eval_{k}": str(v) for k, v in m.items()}}
     name = settings.tracking.registered_model
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    T = (f" at T={results['temperature']:g}, prior correction "
-         f"{results['prior_correction']:g}" if "temperature" in results else "")
+    T = (f" at T={decoding.temperature:g}, prior correction "
+         f"{decoding.prior_correction:g}" if decoding else "")
     client.update_model_version(name, version, description=(
         f"{experiment} ({run.info.run_name}), {results['head']} head{T}, "
         f"{run.data.params.get('train.epochs', '?')} epochs, commit "

@@ -9,6 +9,10 @@ current location, under a file lock (a no-op when nothing moved).
 Only ever the repository's own SQLite file: with MLFLOW_TRACKING_URI naming anything else (a
 team server, another database) nothing is read or rewritten, since a server's locations are the
 server's business and a file beside the checkout is then not the store in use.
+
+MLflow has no API for this, so it is SQL on MLflow's schema: it runs only on the schema
+revision it was written for (SCHEMA_REVISION, MLflow 3.17); another revision is refused with a
+message, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from colorize.errors import UserError
+
 STORE, ARTIFACTS = "mlflow.db", "mlartifacts"
-# (table, column) pairs that hold artifact locations in MLflow 3's SQLite schema.
+# MLflow's database migration (alembic) revision the SQL below was written and tested for.
+SCHEMA_REVISION = "dc11669786a5"  # MLflow 3.17
+# (table, column) pairs that hold artifact locations in that schema.
 LOCATIONS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
              ("logged_models", "artifact_location"), ("model_versions", "source"),
              ("model_versions", "storage_location"))
@@ -56,6 +64,14 @@ def relocate(root: Path) -> bool:
         if old is None or old == new:
             return False
         with sqlite3.connect(db) as c:
+            revision = c.execute("SELECT version_num FROM alembic_version").fetchone()
+            if revision != (SCHEMA_REVISION,):
+                raise UserError(
+                    f"{db} was used from {old}, and its artifact locations must be rewritten "
+                    f"for {new}, but its schema revision {revision and revision[0]} is not the "
+                    f"one colorize's rewrite was written for ({SCHEMA_REVISION}, MLflow "
+                    "3.17); use the MLflow version pinned in pyproject.toml, or move the "
+                    "checkout back")
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             for table, column in LOCATIONS:
                 if table not in tables:

@@ -71,11 +71,3 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     dist.all_reduce(t)
     return t.tolist()
 
-
-def broadcast(obj):
-    """Rank 0's value, on every rank."""
-    if context().world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

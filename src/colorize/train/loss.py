@@ -29,7 +29,8 @@ REGRESSION: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 class ClassificationLoss(nn.Module):
-    """Rebalanced soft cross-entropy: logits (N, Q, H/2, W/2), ab (N, 2, H, W) normalized."""
+    """Rebalanced soft cross-entropy: logits (N, Q, H/s, W/s) at the head's stride s
+    (model.logit_stride), ab (N, 2, H, W) normalized; targets are pooled to 1/s."""
 
     def __init__(self, prior: np.ndarray, rebalance: float):
         super().__init__()

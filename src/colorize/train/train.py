@@ -5,8 +5,10 @@ Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
   run file    (models/run.json)           the MLflow run id; DVC-tracked, in git
   metrics     (metrics/train.json)        best epoch and validation loss, epochs, resume point
   history     (plots/train_history.csv)   loss per epoch, for `dvc plots`
-Checkpoints live in <checkpoints>/<key>/, where <key> fingerprints the settings and data, so only
-a matching run is ever resumed. Under torchrun every rank trains; rank 0 alone writes.
+Checkpoints live in <checkpoints>/<key>/, where <key> fingerprints the settings and data;
+train/checkpoint.py decides what is resumed (same settings, data and code) and keeps the rest.
+A resumed training continues its own MLflow run. Under torchrun every rank trains; rank 0
+alone writes.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import json
 from pathlib import Path
 
 import mlflow
-import numpy as np
 
+from colorize import code
 from colorize.config import Settings
 from colorize.files import write_csv, write_json
 from colorize.imaging import sample_grid
 from colorize.model import bins
-from colorize.model.checkpoint import read_state, save_model
-from colorize.model.network import Colorizer, predict_ab
+from colorize.model.file import save_model
+from colorize.model.inference import predict_ab
+from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
 from colorize.track import mlflow_run
 from colorize.train import dist
+from colorize.train.checkpoint import Checkpoints
 from colorize.train.loop import Epoch, fit
 
 # Settings that change how fast a run goes, not what it computes: a run may resume under others.
@@ -42,55 +46,56 @@ def fingerprint(settings: Settings, data_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def grid_batch(data_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first n validation images: L (n, S, S) and ab (n, 2, S, S), float32."""
-    store = LabStore(data_dir / "val")
-    lab = np.stack([np.asarray(store[i], np.float32) for i in range(min(n, len(store)))])
-    return lab[:, 0], lab[:, 1:]
+def code_fingerprint() -> str:
+    """The code this stage runs (what dvc.yaml lists as its code deps)."""
+    return code.fingerprint([__name__])
 
 
-def run(settings: Settings, *, data_dir: str | Path, prior_path: str | Path,
-        manifest: str | Path, model_path: str | Path, run_file: str | Path,
-        metrics_path: str | Path, history_path: str | Path,
-        checkpoints: str | Path) -> dict | None:
+def train(settings: Settings, *, data_dir: str | Path, prior_path: str | Path,
+          manifest: str | Path, model_path: str | Path, run_file: str | Path,
+          metrics_path: str | Path, history_path: str | Path,
+          checkpoints: str | Path) -> dict | None:
     """Train and write the outputs; returns the summary (None on ranks other than 0)."""
     data_dir = Path(data_dir)
     prior = bins.load_prior(prior_path)
     with dist.session(settings.train.device) as ctx:
-        ckpt_dir = Path(checkpoints) / fingerprint(settings, data_dir)
+        ckpts = Checkpoints(Path(checkpoints) / fingerprint(settings, data_dir),
+                            code_fingerprint(), settings.train.epochs,
+                            log=print if ctx.is_main else lambda _: None)
+        ckpts.open()
         if not ctx.is_main:
-            fit(settings, data_dir, ckpt_dir, prior, log=lambda _: None)
+            fit(settings, data_dir, ckpts, prior, log=lambda _: None)
             return None
-        return _run_main(settings, data_dir, prior, prior_path, manifest, model_path, run_file,
-                         metrics_path, history_path, ckpt_dir)
+        return _train_main(settings, data_dir, prior, prior_path, manifest, model_path,
+                           run_file, metrics_path, history_path, ckpts)
 
 
-def _run_main(settings, data_dir, prior, prior_path, manifest, model_path, run_file,
-              metrics_path, history_path, ckpt_dir) -> dict:
+def _train_main(settings, data_dir, prior, prior_path, manifest, model_path, run_file,
+                metrics_path, history_path, ckpts: Checkpoints) -> dict:
     experiment_id = mlflow_run.setup(settings.tracking.experiment)
-    # After a crash, the resumed training continues the same MLflow run.
-    run_id = _unfinished_run_id(ckpt_dir, settings.train.epochs)
-    L_grid, ab_grid = grid_batch(data_dir, settings.evaluate.grid_images)
-    T, alpha = settings.evaluate.temperature, settings.evaluate.prior_correction
+    store = LabStore(data_dir / "val")
+    grid = store.batch(0, min(settings.evaluate.grid_images, len(store)))
+    decoding = settings.evaluate.decoding
 
     def on_epoch(e: Epoch, model: Colorizer) -> None:
         mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr,
                             "epoch_seconds": e.seconds, "train_images_per_s": e.images_per_s},
                            step=e.epoch)
-        pred = predict_ab(model, L_grid, temperature=T, correction=alpha)
-        mlflow.log_image(sample_grid(L_grid, pred, ab_grid), f"samples/epoch_{e.epoch:03d}.png")
+        pred = predict_ab(model, grid[:, 0], [decoding])[0]
+        mlflow.log_image(sample_grid(grid[:, 0], pred, grid[:, 1:]),
+                         f"samples/epoch_{e.epoch:03d}.png")
 
-    with mlflow.start_run(run_id=run_id, run_name=mlflow_run.run_name()) as active:
-        if run_id is None:
+    # After a crash, the resumed training continues the same MLflow run.
+    with mlflow.start_run(run_id=ckpts.run_id, run_name=mlflow_run.run_name()) as active:
+        if ckpts.run_id is None:
             mlflow.log_params({k: v for k, v in settings.flat().items()
                                if not k.startswith("sweep.")})
             mlflow.set_tags(mlflow_run.run_tags(manifest))
             mlflow_run.log_datasets(manifest)
             if Path(prior_path).with_suffix(".png").exists():
                 mlflow.log_artifact(str(Path(prior_path).with_suffix(".png")), "data")
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (ckpt_dir / "mlflow_run_id").write_text(active.info.run_id)
-        result = fit(settings, data_dir, ckpt_dir, prior, on_epoch=on_epoch)
+            ckpts.run_id = active.info.run_id
+        result = fit(settings, data_dir, ckpts, prior, on_epoch=on_epoch)
         save_model(result.model, model_path, settings.preprocess.size,
                    meta={"best_epoch": result.best_epoch, "run_id": active.info.run_id,
                          "experiment": mlflow_run.experiment_name()})
@@ -107,11 +112,3 @@ def _run_main(settings, data_dir, prior, prior_path, manifest, model_path, run_f
     write_csv(history_path, ["epoch", "train_loss", "val_loss"],
               [[e.epoch, f"{e.train_loss:.6f}", f"{e.val_loss:.6f}"] for e in result.history])
     return summary
-
-
-def _unfinished_run_id(ckpt_dir: Path, epochs: int) -> str | None:
-    marker, last = ckpt_dir / "mlflow_run_id", ckpt_dir / "last.pt"
-    if not (last.exists() and marker.exists()):
-        return None
-    done = len(read_state(last)["history"])
-    return marker.read_text().strip() or None if done < epochs else None

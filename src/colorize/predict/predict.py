@@ -28,12 +28,14 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from colorize.config import repository_decoding
 from colorize.data.images import ImageError, decode
 from colorize.data.sources import is_image_name
+from colorize.decoding import Decoding, resolve
 from colorize.errors import UserError
 from colorize.imaging import save_png
 from colorize.model.network import Colorizer
-from colorize.predict.load import resolve
+from colorize.predict.load import resolve as resolve_model
 from colorize.predict.photo import colorize_batch
 
 # Largest photo predict accepts (a 200 MP scan needs ~1.5 GB besides the model), independent
@@ -114,31 +116,31 @@ def unique_targets(found: list[tuple[Path, Path]], out_root: Path
 
 
 def predict(inputs: list[str], out_dir: str, model_spec: str | None = None,
-            batch_size: int = 8, amp: str = "auto", temperature: float | None = 1.0,
-            correction: float | None = 0.0, fallback: tuple[float, float] | None = None
-            ) -> dict:
+            batch_size: int = 8, amp: str = "auto", temperature: float | None = None,
+            correction: float | None = None) -> dict:
     """Colorize `inputs` (files and folders) into `out_dir` (layout: see the module docstring).
     `temperature` and `correction` (the prior correction) decode a classification model; those
-    that are None come from the registry version's evaluated values, else from `fallback`
-    (the repository's params), else the command is refused with a message naming the options.
+    that are None come from the registry version's evaluated values, else from the
+    repository's params.yaml (colorize/decoding.py), else the command is refused with a message
+    naming the options.
 
     -> {"written": [output paths], "skipped": [(input, reason)], "renamed": [(input, output)]}.
     """
     out_root = _output_folder(out_dir)
-    found_model = resolve(model_spec)
+    found_model = resolve_model(model_spec)
     model, size = found_model.model, found_model.size
-    for source in (found_model.decoding, fallback):
-        if source is not None:
-            temperature = source[0] if temperature is None else temperature
-            correction = source[1] if correction is None else correction
-    if model.head == "classification" and (temperature is None or correction is None):
-        raise UserError("this model predicts a distribution of colours: choose --temperature "
-                        "(1 = its mean colour, faithful but pale; smaller = vivid) and "
-                        "--prior-correction (0 = as trained; 0.5 = rarer, more saturated "
-                        "colours); the repository's params.yaml gives both as defaults")
-    T = (f", temperature {temperature:g}, prior correction {correction:g}"
-         if model.head == "classification" else "")
-    print(f"model: {found_model.description}{T}")
+    decoding = None
+    if model.config.head == "classification":
+        decoding = resolve(temperature, correction, found_model.decoding, repository_decoding())
+        if decoding is None:
+            raise UserError("this model predicts a distribution of colours: choose "
+                            "--temperature (1 = its mean colour, faithful but pale; smaller = "
+                            "vivid) and --prior-correction (0 = as trained; 0.5 = rarer, more "
+                            "saturated colours); the repository's params.yaml gives both as "
+                            "defaults")
+    how = (f", temperature {decoding.temperature:g}, prior correction "
+           f"{decoding.prior_correction:g}" if decoding else "")
+    print(f"model: {found_model.description}{how}")
     found, skipped = collect(inputs)
     jobs, renamed = unique_targets(found, out_root)
     written: list[str] = []
@@ -154,15 +156,15 @@ def predict(inputs: list[str], out_dir: str, model_spec: str | None = None,
             continue
         n = rgb.shape[0] * rgb.shape[1]
         if batch and (len(batch) >= batch_size or pixels + n > BATCH_PIXELS):
-            bar.update(_write_batch(model, size, batch, amp, (temperature, correction),
-                                    out_root, written, skipped))
+            bar.update(_write_batch(model, size, batch, amp, decoding, out_root, written,
+                                    skipped))
             pixels = 0
         batch.append((source, target, rgb))
         pixels += n
         del rgb  # the batch alone holds the photo, so it is freed when the batch is
     if batch:
-        bar.update(_write_batch(model, size, batch, amp, (temperature, correction), out_root,
-                                written, skipped))
+        bar.update(_write_batch(model, size, batch, amp, decoding, out_root, written,
+                                skipped))
     bar.close()
     print(f"colorized {len(written)} photo(s) into {out_root}; skipped {len(skipped)}")
     for s in skipped:
@@ -202,16 +204,14 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _write_batch(model: Colorizer, size: int, batch: list[tuple[Path, Path, np.ndarray]],
-                 amp: str, decoding: tuple, out_root: Path, written: list[str],
+                 amp: str, decoding: Decoding | None, out_root: Path, written: list[str],
                  skipped: list[Skipped]) -> int:
     """Colorize a batch and write its PNGs (atomically); empties the batch -> photos done.
 
     The decoded inputs are released before writing, so a huge scan's input, output and the
     PNG writer's BGR copy are never all in memory at once.
     """
-    temperature, correction = decoding
-    outputs = colorize_batch(model, size, [rgb for *_, rgb in batch], amp, temperature or 1.0,
-                             correction or 0.0)
+    outputs = colorize_batch(model, size, [rgb for *_, rgb in batch], decoding, amp)
     names = [(source, target) for source, target, _ in batch]
     batch.clear()
     for (source, target), rgb in zip(names, outputs, strict=True):

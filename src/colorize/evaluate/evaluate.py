@@ -1,0 +1,88 @@
+"""The `evaluate` stage: metrics on the validation split for the model and the gray baseline.
+It measures, nothing else (MLflow logging and registration belong to colorize.track).
+
+Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
+  metrics   (metrics/evaluate.json)    {"model": {...}, "gray": {...}, ...} for `dvc metrics`;
+                                       the classification head at its operating point
+                                       (evaluate.temperature, evaluate.prior_correction)
+  tradeoff  (plots/tradeoff.csv)       one row per (temperature, prior correction) scored, or the
+                                       regression model, and gray: colourfulness vs CIEDE2000...
+  samples   (plots/samples.png)        gray input | prediction(s) | ground truth, labelled
+  curve     (plots/ab_error_cmf.csv)   cumulative ab-error curve behind AuC, model vs gray
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from colorize import imaging
+from colorize.config import Settings
+from colorize.decoding import NEUTRAL, Decoding
+from colorize.evaluate import metrics as M
+from colorize.evaluate.score import GRAY, HEADLINE, score
+from colorize.files import write_csv, write_json
+from colorize.model import bins
+from colorize.model.file import load_model
+from colorize.model.inference import predict_ab
+from colorize.model.network import Colorizer
+from colorize.preprocess.store import LabStore
+
+
+def decodings(settings: Settings, model: Colorizer) -> list[Decoding]:
+    """What is scored: the operating point first, then every evaluate.temperature at the
+    operating prior correction, and (when it is not 0) at 0, as trained: the trade-off."""
+    if model.config.head == "regression":
+        return [NEUTRAL]
+    point = settings.evaluate.decoding
+    temperatures = dict.fromkeys((point.temperature, *settings.evaluate.temperatures))
+    grid = [Decoding(t, a) for a in dict.fromkeys((point.prior_correction, 0.0))
+            for t in temperatures]
+    return list(dict.fromkeys([point, *grid]))
+
+
+def label(model: Colorizer, d: Decoding) -> str:
+    return "regression" if model.config.head == "regression" else d.label()
+
+
+def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path,
+             prior_path: str | Path, metrics_path: str | Path, tradeoff_path: str | Path,
+             samples_path: str | Path, curve_path: str | Path) -> dict:
+    model, size, _ = load_model(model_path)
+    store = LabStore(Path(data_dir) / "val")
+    decoded = decodings(settings, model)
+    scores = score(model, store, bins.load_prior(prior_path), decoded,
+                   settings.evaluate.batch_size)
+    gray = scores[GRAY]
+    cls = model.config.head == "classification"
+    results = {"model": scores[decoded[0]].summary(), "gray": gray.summary(),
+               "head": model.config.head, "val_images": len(store)}
+    if cls:
+        results.update(decoded[0].params())
+    rows = [["gray", "", "", *results["gray"].values()]]
+    for d in sorted(decoded, key=lambda d: (-d.prior_correction, -d.temperature)):
+        rows.append([label(model, d), d.temperature if cls else "",
+                     d.prior_correction if cls else "", *scores[d].summary().values()])
+    write_json(metrics_path, results)
+    write_csv(tradeoff_path, ["predictor", "temperature", "prior_correction", *HEADLINE], rows)
+    write_csv(curve_path, ["threshold", "model", "gray"],
+              [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
+               zip(M.AUC_THRESHOLDS, scores[decoded[0]].curve.cmf(), gray.curve.cmf(),
+                   strict=True)])
+    imaging.save_png(_grid(model, store, settings, decoded), samples_path)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def _grid(model: Colorizer, store: LabStore, settings: Settings, decoded: list[Decoding]
+          ) -> np.ndarray:
+    """Gray | the model at each evaluate.temperature (operating prior correction) | truth."""
+    labs = store.batch(0, min(settings.evaluate.grid_images, len(store)))
+    shown = sorted((d for d in decoded if d.prior_correction == decoded[0].prior_correction),
+                   key=lambda d: -d.temperature)
+    preds = predict_ab(model, labs[:, 0], shown, batch_size=len(labs))
+    labels = [label(model, d) for d in shown]
+    return imaging.sample_grid(labs[:, 0], preds, labs[:, 1:],
+                               labels=(imaging.GRID_LABELS[0], *labels, imaging.GRID_LABELS[2]))

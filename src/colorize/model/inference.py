@@ -1,0 +1,44 @@
+"""Running a network on L* arrays: batches, device, precision, decodings. Shared by training's
+sample grids, evaluation, the sweep's scoring and prediction, so all of them hand the network
+tensors on its own device and get NumPy arrays back on the host, whatever the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from colorize import lab
+from colorize.decoding import NEUTRAL, Decoding
+from colorize.device import autocast
+from colorize.model.network import Colorizer
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_ab(model: Colorizer, L: np.ndarray, decodings: list[Decoding | None] | None = None,
+               batch_size: int = 16, amp: str = "off") -> list[np.ndarray]:
+    """L* (N, H, W) in [0, 100], H and W multiples of 8 -> for each decoding, the predicted ab
+    (N, 2, H, W) float32 in ab units, from one forward pass per batch.
+
+    amp "auto": channels_last + bf16 autocast where the device supports it (faster); "off":
+    plain fp32, which evaluation uses so that metrics do not depend on the CPU. A decoding of
+    None (and any decoding, for the regression head) is the neutral one.
+    """
+    decodings = [d or NEUTRAL for d in (decodings or [None])]
+    model.eval()
+    device = device_of(model)
+    fmt = torch.channels_last if amp != "off" else torch.contiguous_format
+    out: list[list[np.ndarray]] = [[] for _ in decodings]
+    for i in range(0, len(L), batch_size):
+        x = torch.from_numpy(np.asarray(L[i:i + batch_size], np.float32))[:, None].to(device)
+        with autocast(device, amp):
+            y = model(lab.normalize_l(x).contiguous(memory_format=fmt))
+        for d, parts in zip(decodings, out, strict=True):
+            ab = model.decode(y, d.temperature, d.prior_correction)
+            parts.append(lab.denormalize_ab(ab).float().cpu().numpy())
+    empty = np.zeros((0, 2, *np.shape(L)[1:]), np.float32)
+    return [np.concatenate(parts) if parts else empty for parts in out]
