@@ -76,11 +76,24 @@ def repo(built_repo, tmp_path_factory):
     set_params(root, "params-1.yaml", train=train)
     set_params(root, "params-2.yaml", train={**train, "nproc": 2})
     set_params(root, "params-3.yaml", train={**train, "nproc": 2, "epochs": 3})
+    _repeat_shards(root / "data/processed", root / "data-long", 12)
     return root, env
 
 
-def _train(root, env, name, params, **popen):
-    args = [BIN / "colorize", "--params", params, "train", "--model", f"{name}.pt",
+def _repeat_shards(data: Path, out: Path, times: int) -> None:
+    """Stores that name each shard of `data` `times` times: epochs `times` as long, so that a
+    kill after the first one lands in the middle of the run, however fast the machine."""
+    for split in ("train", "val"):
+        index = json.loads((data / split / "index.json").read_text())
+        shards = [{**s, "file": os.path.relpath(data / split / s["file"], out / split),
+                   "ids": [f"{i}-{k}" for i in s["ids"]]}
+                  for k in range(times if split == "train" else 1) for s in index["shards"]]
+        (out / split).mkdir(parents=True)
+        write_index(out / split, index["size"], shards)
+
+
+def _train(root, env, name, params, data="data/processed", **popen):
+    args = [BIN / "colorize", "--params", params, "train", "--data", data, "--model", f"{name}.pt",
             "--run-file", f"{name}.json", "--metrics", f"{name}-metrics.json", "--history",
             f"{name}.csv", "--checkpoints", f"ck-{name}"]
     if popen:
@@ -137,7 +150,7 @@ def test_a_ddp_run_killed_after_an_epoch_resumes(repo):
     from colorize.model.file import read_state
 
     root, env = repo
-    proc = _train(root, env, "cut", "params-3.yaml", start_new_session=True,
+    proc = _train(root, env, "cut", "params-3.yaml", "data-long", start_new_session=True,
                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while True:
@@ -151,7 +164,7 @@ def test_a_ddp_run_killed_after_an_epoch_resumes(repo):
     state = read_state(last[0])  # what the last complete checkpoint holds
     done, run_id = len(state["history"]), state["run_id"]
     assert done < 3 and run_id
-    out = _train(root, env, "cut", "params-3.yaml")
+    out = _train(root, env, "cut", "params-3.yaml", "data-long")
     assert f"after epoch {done}" in out.stdout and f"epochs {done + 1}..3" in out.stdout
     assert len(_history(root / "cut.csv")) == 3
     assert json.loads((root / "cut.json").read_text())["run_id"] == run_id
