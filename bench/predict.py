@@ -4,9 +4,11 @@ Measures colorize_batch (working-size L, network, ab upsampling joined with the 
 L in strips, back to RGB); decoding and encoding files excluded.
   - one 1920x1080 photo: median wall time over repeats (target here: <= 0.25 s)
   - a folder of 256x256 photos in batches: images/s
-Then the whole `colorize predict` path for one 12000x8000 JPEG (decode from disk, colorize, write
-the PNG) in a fresh process: wall time and peak resident memory (target: < 2 GiB), so nothing
-this process allocated earlier counts.
+Then the whole `colorize predict` path in fresh processes (so nothing this process allocated
+earlier counts): a normal 1920x1080 JPEG beside a valid 30000x30000 PNG decompression bomb,
+which must be refused in well under a second with no more memory than the normal photo; and
+one 12000x8000 JPEG (decode from disk, colorize, write the PNG): wall time and peak resident
+memory (target: < 2 GiB).
 Usage: python bench/predict.py [--model models/model.pt] [--repeats 7] [--photos 64] [--no-huge]
 Without a trained model file it uses an untrained network of the default width (same speed).
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import struct
 import tempfile
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import redirect_stderr, redirect_stdout
 from multiprocessing import get_context
@@ -87,7 +91,8 @@ def _memory_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(f"{field}:"))
 
 
-def _predict_in_child(jpg: str, out: str, model: str, amp: str) -> tuple[float, int, int]:
+def _predict_in_child(jpg: str, out: str, model: str, amp: str, written: int = 1
+                      ) -> tuple[float, int, int]:
     """Run in a fresh process -> (wall s of predict(), RSS before it, peak RSS), in KiB."""
     resolve(model)  # warm imports and the model file, so `base` is what any run costs
     base = _memory_kib("VmRSS")
@@ -95,8 +100,47 @@ def _predict_in_child(jpg: str, out: str, model: str, amp: str) -> tuple[float, 
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):  # keep the table clean
         result = predict([jpg], out, model, amp=amp)
     wall = time.perf_counter() - start
-    assert len(result["written"]) == 1, result
+    assert len(result["written"]) == written, result
     return wall, base, _memory_kib("VmHWM")
+
+
+def bomb_png(path: Path, side: int = 30000) -> Path:
+    """A fully valid 8-bit gray PNG of side x side black pixels: under 1 MB on disk, 900 MB
+    decoded (a decompression bomb). Compressed row by row: the raw image never exists."""
+    z = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then the pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def bomb_rows(model_path: str | None, model: Colorizer, size: int
+              ) -> list[tuple[str, int, float, int, int]]:
+    """predict() in fresh processes on the bomb (refused) and on a normal 1920x1080 photo
+    -> [(what, file bytes, wall s, RSS before KiB, peak RSS KiB)]."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if model_path is None:
+            model_path = str(Path(tmp) / "model.pt")
+            save_model(model, model_path, size=size)
+        normal = Path(tmp) / "photo.jpg"
+        cv2.imwrite(str(normal), cv2.cvtColor(photo(1080, 1920), cv2.COLOR_RGB2BGR))
+        bomb = bomb_png(Path(tmp) / "bomb.png")
+        for what, path, written in (("1920x1080 JPEG, colorized", normal, 1),
+                                    ("30000x30000 PNG bomb, refused", bomb, 0)):
+            with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                wall, base, peak = pool.submit(_predict_in_child, str(path),
+                                               str(Path(tmp) / "out"), model_path, "auto",
+                                               written).result()
+            rows.append((what, path.stat().st_size, wall, base, peak))
+    return rows
 
 
 def huge_row(model_path: str | None, model: Colorizer, size: int, amp: str
@@ -144,6 +188,10 @@ def main() -> None:
     (n0, t0, i0), (n1, t1, i1) = rows
     print(f"\n{n1} vs {n0}: {t0 / t1:.2f}x faster on 1920x1080, {i1 / i0:.2f}x on 256x256; "
           f"target 1920x1080 <= 0.25 s: {'met' if min(t0, t1) <= 0.25 else 'NOT met'}")
+    print("\n| predict() in a fresh process | file | wall (s) | peak RSS above imports + model "
+          "(MiB) |\n|---|---|---|---|")
+    for what, size_bytes, wall, base, peak in bomb_rows(model_path, model, size):
+        print(f"| {what} | {size_bytes / 1e3:.0f} KB | {wall:.3f} | {(peak - base) / 1024:.0f} |")
     if args.no_huge:
         return
     wall, base, peak, jpeg_bytes = huge_row(model_path, model, size, "auto")

@@ -29,8 +29,8 @@ def test_each_value_comes_from_the_first_source_that_has_it(given, fallbacks, ex
 
 
 @pytest.mark.parametrize("temperature,correction,message", [
-    (0, None, "--temperature: 0 must be a temperature in (0, 100]"),
-    (1e-300 * 0, None, "--temperature: 0.0 must be"),
+    (0, None, "--temperature: 0 must be a temperature in [0.01, 100]"),
+    (1e-300, None, "--temperature: 1e-300 must be"),  # would overflow to a white image
     (float("nan"), None, "--temperature: nan must be"),
     (101, None, "--temperature: 101 must be"),
     (None, -1, "--prior-correction: -1 is out of range [0, 2]"),

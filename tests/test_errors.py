@@ -4,6 +4,7 @@ import pickle
 import subprocess
 
 import pytest
+import torch
 import yaml
 
 from colorize.cli import main
@@ -65,13 +66,24 @@ CASES = [
     ("registry without a store", lambda d: None,
      ["predict", "photos", "--out", "o", "--model", "models:/colorizer@champion"],
      "no MLflow store to resolve registry models"),
-    ("crafted pickle", lambda d: pickle.dump({"state_dict": MakesAFile(d / "owned")},
-                                             (d / "evil.pt").open("wb")),
+    ("crafted model file", lambda d: torch.save({"state_dict": MakesAFile(d / "owned")},
+                                                d / "evil.pt"),
      ["predict", "photos", "--out", "o", "--model", "evil.pt"], "evil.pt: refused"),
+    ("plain pickle", lambda d: pickle.dump({"state_dict": MakesAFile(d / "owned")},
+                                           (d / "evil.pt").open("wb")),
+     ["predict", "photos", "--out", "o", "--model", "evil.pt"],
+     "evil.pt: not a readable model file (not written by torch.save)"),
     ("not a model file", lambda d: (d / "junk.pt").write_bytes(b"hello"),
      ["export", "--model", "junk.pt"], "junk.pt: not a readable model file"),
     ("bad temperature", lambda d: None,
      ["predict", "photos", "--out", "o", "--temperature", "0"], "--temperature: 0.0 must be"),
+    ("temperature that overflows", lambda d: None,
+     ["predict", "photos", "--out", "o", "--temperature", "1e-300"],
+     "--temperature: 1e-300 must be a temperature in [0.01, 100]"),
+    ("batch size 0", lambda d: None, ["predict", "photos", "--out", "o", "--batch-size", "0"],
+     "--batch-size: 0 must be at least 1"),
+    ("not a port", lambda d: None, ["serve", "--port", "70000"],
+     "--port: 70000 is not a port"),
     ("bad prior correction", lambda d: None,
      ["predict", "photos", "--out", "o", "--prior-correction", "-1"],
      "--prior-correction: -1.0 is out of range"),
@@ -97,11 +109,11 @@ def test_user_error_is_one_line_and_exit_2(workdir, capsys, name, setup, argv, m
 
 def test_crafted_model_file_runs_no_code_in_a_real_process(tmp_path):
     marker = tmp_path / "owned"
-    with (tmp_path / "evil.pt").open("wb") as f:
-        pickle.dump({"state_dict": MakesAFile(marker)}, f)
+    torch.save({"state_dict": MakesAFile(marker)}, tmp_path / "evil.pt")
     write_rgb(tmp_path / "p.png", photo_tiles(1, 32)[0])
     out = subprocess.run([BIN / "colorize", "predict", "p.png", "--out", "o", "--model",
                           "evil.pt"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 2 and not marker.exists()
     assert "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("colorize predict: error: evil.pt:")
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "colorize predict: error: evil.pt: refused")

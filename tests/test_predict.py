@@ -14,6 +14,7 @@ from colorize.decoding import Decoding
 from colorize.errors import UserError
 from colorize.model import bins
 from colorize.model.file import save_model
+from colorize.predict import layout
 from colorize.predict import predict as run
 from colorize.predict.photo import colorize_batch, working_l
 from colorize.predict.predict import predict
@@ -172,7 +173,8 @@ def test_renaming_skips_names_that_other_photos_own(tmp_path):
     # case-insensitive file systems and is renamed too.
     paths = [write_rgb(tmp_path / d / n, _photo(16, 16)) for d, n in
              (("a", "x.jpg"), ("b", "x.jpg"), ("c", "x-2.jpg"), ("d", "X.JPG"))]
-    jobs, renamed = run.unique_targets(run.collect([str(p) for p in paths])[0], tmp_path / "o")
+    jobs, renamed = layout.unique_targets(layout.collect([str(p) for p in paths])[0],
+                                          tmp_path / "o")
     assert [str(t) for _, t in jobs] == ["x.png", "x-3.png", "x-2.png", "X-4.png"]
     assert [s for s, _ in renamed] == [paths[1], paths[3]]
 

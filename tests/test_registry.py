@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -69,15 +70,7 @@ def test_promoted_version_serves_a_photo_over_1mb(repo, tmp_path):
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
-                time.sleep(1)
+        _wait_for(url, server)
         photo = _big_photo(tmp_path / "big.jpg")
         for T in ("1", "0.2"):
             run([BIN / "colorize", "request", photo, "--url", url, "--out", tmp_path / T,
@@ -96,6 +89,87 @@ def test_promoted_version_serves_a_photo_over_1mb(repo, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _vm_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{field}:"))
+
+
+def _bomb_png(side: int = 20000) -> bytes:
+    """A valid 8-bit gray PNG of side x side: a few hundred KB, 400 MB decoded."""
+    import struct
+    import zlib
+
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(bytes(side + 1)) for _ in range(side)) + z.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0,
+                                                                0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_colorize_serve_caps_bodies_and_stays_small_under_bombs(repo, tmp_path):
+    """`colorize serve`: MLflow's scoring app with a body limit. A body over --max-body-mb is a
+    413 that `colorize request` lists as skipped; bombs sent at once leave the worker's peak
+    memory where a normal photo's request puts it."""
+    import base64
+    import json as js
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, env = repo
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [BIN / "colorize", "serve", "--model", "models:/colorizer@workspace", "--port",
+         str(port), "--max-body-mb", "1"], cwd=root, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    try:
+        _wait_for(url, server)
+        small = tmp_path / "small.jpg"
+        cv2.imwrite(str(small), cv2.cvtColor(photo_tiles(1, 96)[0], cv2.COLOR_RGB2BGR))
+        run([BIN / "colorize", "request", small, _big_photo(tmp_path / "big.jpg"), "--url", url,
+             "--out", tmp_path / "o"], root, env, check=False)
+        assert (tmp_path / "o" / "small.png").is_file()
+        assert not (tmp_path / "o" / "big.png").exists()  # 1.4 MB of base64: refused
+        baseline = _vm_kib(server.pid, "VmHWM")
+        body = js.dumps({"dataframe_records": [
+            {"image": base64.b64encode(_bomb_png()).decode()}]}).encode()
+
+        def post(_):
+            req = urllib.request.Request(f"{url}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as answer:
+                return js.loads(answer.read())["predictions"][0]["error"]
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(3) as pool:
+            errors = list(pool.map(post, range(3)))
+        seconds = time.perf_counter() - start
+        assert all(e.startswith("too_large: 20000x20000 exceeds") for e in errors), errors
+        grown = (_vm_kib(server.pid, "VmHWM") - baseline) / 1024
+        assert grown < 100, f"peak memory grew {grown:.0f} MiB under 3 bombs"
+        assert seconds < 10, seconds
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for(url: str, server: subprocess.Popen) -> None:
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/ping", timeout=2)
+            return
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                raise AssertionError(server.stdout.read().decode()[-3000:]) from None
+            time.sleep(1)
 
 
 def test_moved_checkout_and_a_clone_with_the_store_still_resolve(repo, tmp_path):

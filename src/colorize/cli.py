@@ -92,9 +92,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _at_least_one(option: str, value: int) -> int:
+    if value < 1:
+        from colorize.errors import ConfigError
+
+        raise ConfigError(f"{option}: {value} must be at least 1")
+    return value
+
+
 def cmd_predict(args) -> int:
     from colorize.predict.predict import predict
 
+    _at_least_one("--batch-size", args.batch_size)
     temperature, correction = _decoding(args)
     result = predict(args.inputs, args.out, args.model, args.batch_size,
                      amp="off" if args.fp32 else "auto", temperature=temperature,
@@ -116,6 +125,19 @@ def cmd_request(args) -> int:
     T, alpha = _decoding(args)
     result = request(args.photos, args.url, args.out, T, alpha)
     return 1 if result["skipped"] else 0
+
+
+def cmd_serve(args) -> int:
+    from colorize.predict.serve import MAX_BODY_MB, serve
+
+    limit = _at_least_one("--max-body-mb",
+                          MAX_BODY_MB if args.max_body_mb is None else args.max_body_mb)
+    if not 1 <= args.port <= 65535:
+        from colorize.errors import ConfigError
+
+        raise ConfigError(f"--port: {args.port} is not a port (1 to 65535)")
+    serve(args.model, args.host, args.port, limit)
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -244,6 +266,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="classification head: annealed-mean T (default: the served version's)")
     p.add_argument("--prior-correction", type=float, default=None,
                    help="classification head: prior correction (default: the served version's)")
+    p = stage("serve", cmd_serve, "serve a registered model over HTTP, with a body limit",
+              "The served model of `mlflow models serve` (same protocol: POST /invocations), "
+              "with request bodies over --max-body-mb refused (HTTP 413) before they are "
+              "read whole. Bound to 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--model", default="models:/colorizer@champion",
+                   help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/<id>/colorizer")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=5001, help="port")
+    p.add_argument("--max-body-mb", type=int, default=None,
+                   help="largest request body, in MiB (default: 128, photos up to ~90 MB)")
     p = stage("export", cmd_export, "export the network and its decoding to ONNX",
               "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
               "with onnxruntime.")

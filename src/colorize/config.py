@@ -50,7 +50,10 @@ def _multiple_of_8(value: int) -> int:
     return value
 
 
-Multiple8 = Annotated[StrictInt, Field(ge=8, le=4096), AfterValidator(_multiple_of_8)]
+# The network's working size (preprocess.size, a model file's `size`) and training crops.
+MAX_WORKING_SIZE = 1024
+Multiple8 = Annotated[StrictInt, Field(ge=8, le=MAX_WORKING_SIZE),
+                      AfterValidator(_multiple_of_8)]
 
 
 class Section(BaseModel):
@@ -131,7 +134,7 @@ class TrackingSettings(Section):
     def _alias(cls, v: str) -> str:
         # MLflow reserves 'latest' and 'v<N>' as version references.
         if v.lower() == "latest" or (v[:1] == "v" and v[1:].isdigit()):
-            raise ValueError(f"{v!r} is reserved by MLflow")
+            raise ValueError(f"{_short(v)} is reserved by MLflow")
         return v
 
 
@@ -212,7 +215,7 @@ def from_dict(raw: Any) -> Settings:
 
 
 def _describe(error: dict) -> str:
-    loc = [str(part) for part in error["loc"]]
+    loc = [_cut(str(part)) for part in error["loc"]]
     kind, msg = error["type"], error["msg"]
     if len(loc) > 2 and loc[-1].isdigit():  # an item of a list: name the list
         loc = loc[:-1]
@@ -230,10 +233,60 @@ def _describe(error: dict) -> str:
         return msg if re.match(r"\w+\.\w+: ", msg) else f"{key}: {msg}"
     value = error.get("input")
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return f"{key}: {value!r} is out of range ({msg.lower()})"
+        return f"{key}: {_short(value)} is out of range ({msg.lower()})"
     if isinstance(value, dict | list | tuple) and len(repr(value)) > 60:
         return f"{key}: {msg}"
-    return f"{key}: {msg} (got {value!r})"
+    return f"{key}: {msg} (got {_short(value)})"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    return _cut(repr(value), limit)
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    """A value, key or name of the file as shown in a message (it may be 100 000 long)."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+MAX_PARAMS_BYTES = 1 << 20
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without aliases (a few hundred bytes of nested aliases expand to gigabytes)
+    and without duplicate keys (plain YAML lets the second silently win)."""
+
+    CONTEXT = "while reading parameters"
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(self.CONTEXT, None,
+                                       f"the alias *{_cut(event.anchor)} (aliases are not "
+                                       "allowed)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as e:  # a 5000-digit number, the 13th month, ...: with its line
+            shown = _short(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.MarkedYAMLError(self.CONTEXT, None, f"{shown} cannot be read "
+                                       f"({_cut(str(e).split(':')[0], 80)})",
+                                       node.start_mark) from None
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in seen:
+                    raise yaml.MarkedYAMLError(self.CONTEXT, None,
+                                               f"the key {_short(key)} appears twice",
+                                               key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader refuses it below
+                break
+        return super().construct_mapping(node, deep)
 
 
 def repository_decoding(start: str | os.PathLike | None = None) -> Decoding | None:
@@ -252,9 +305,18 @@ def load(path: str | os.PathLike = "params.yaml") -> Settings:
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found (run from the repository root, "
                           "or pass --params PATH)")
+    if path.stat().st_size > MAX_PARAMS_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes, not a parameters file (at most "
+                          f"{MAX_PARAMS_BYTES})")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except yaml.MarkedYAMLError as e:
+        if e.context != _StrictLoader.CONTEXT:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: line {e.problem_mark.line + 1}: {e.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    except RecursionError:  # [[[[... 100 000 deep: the composer recurses
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     return from_dict(raw)

@@ -2,7 +2,8 @@
 
 Two numbers decode the predicted distribution over the ab bins (model/bins.py):
   temperature T        annealed mean, softmax(z / T): 1 = the mean colour (faithful, pale),
-                       towards 0 the most likely colour (vivid); in (0, 100]
+                       towards 0 the most likely colour (vivid); in [0.01, 100] (0.01 is
+                       already the most likely colour; far smaller overflows to no colour)
   prior correction A   z - A log p~ before that: 0 = as trained, more = rarer, more saturated
                        colours (p~: the training prior mixed with the uniform); in [0, 2]
 Defaults come from one place, params.yaml (evaluate.temperature, evaluate.prior_correction),
@@ -20,15 +21,15 @@ from typing import Any
 
 from colorize.errors import ConfigError
 
-MAX_TEMPERATURE = 100.0
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
 MAX_CORRECTION = 2.0
 
 
 def check_temperature(value: Any) -> float:
     if not (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value) and 0 < value <= MAX_TEMPERATURE):
-        raise ValueError(f"{value!r} must be a temperature in (0, {MAX_TEMPERATURE:g}] "
-                         "(1 = mean colour, smaller = more vivid)")
+            and math.isfinite(value) and MIN_TEMPERATURE <= value <= MAX_TEMPERATURE):
+        raise ValueError(f"{value!r} must be a temperature in [{MIN_TEMPERATURE:g}, "
+                         f"{MAX_TEMPERATURE:g}] (1 = mean colour, smaller = more vivid)")
     return float(value)
 
 

@@ -2,7 +2,9 @@
 
 A crash or a full disk leaves either the previous file or the new one, never half of one: the
 content goes to a temporary file beside the target (unique per process, so concurrent writers
-never share one), which is then renamed over the target.
+never share one), which is then renamed over the target. A process killed mid-write leaves its
+temporary behind: `is_temporary` tells such files from the user's, and
+`remove_stale_temporaries` deletes those whose process is gone.
 """
 
 from __future__ import annotations
@@ -10,10 +12,39 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+# .<stem>.<pid>.tmp<suffix>: hidden, and named by the process that writes it.
+_TEMPORARY = re.compile(r"^\..*\.(\d+)\.tmp(\.[^.]*)?$")
+
+
+def is_temporary(name: str) -> bool:
+    return _TEMPORARY.match(name) is not None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries under `folder` whose writing process no longer runs."""
+    removed = []
+    for p in Path(folder).rglob(".*.tmp*"):
+        match = _TEMPORARY.match(p.name)
+        if match and p.is_file() and not _running(int(match.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid can be that large
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
 
 
 @contextmanager

@@ -1,17 +1,47 @@
-"""Robust image decoding: any common file -> RGB uint8/uint16, or a reason why not.
+"""The one gate every image passes: a file or bytes -> RGB uint8/uint16, or a reason why not.
+
+Bounded before anything is decoded: `read_image_file` opens regular files only (a FIFO, a device
+or a folder is refused unread) and refuses files over `max_file_bytes`; `probe` recognises the
+format by its signature (JPEG, PNG, GIF, WebP, TIFF, BMP: anything else is refused, since OpenCV
+would allocate whatever an unknown header claims), reads its dimensions from the header alone
+(Pillow, header only) and refuses an image over `max_pixels` there. Only then does OpenCV
+decode. prepare, predict, the served model and `colorize request` all go through it.
 
 Handles EXIF orientation, gray, CMYK JPEG, alpha (composited on white), 16-bit and palette inputs.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-# Magic numbers of formats that may carry alpha; they are decoded with IMREAD_UNCHANGED.
-_ALPHA_MAGIC = (b"\x89PNG", b"RIFF", b"II*\x00", b"MM\x00*", b"GIF8")
+# The formats decoded, by signature. Those that may carry alpha are decoded with
+# IMREAD_UNCHANGED.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
+_ALPHA = ("PNG", "WEBP", "TIFF", "GIF")
+# Pillow's names for each (a multi-picture JPEG opens as MPO).
+_PILLOW = {"JPEG": ["JPEG", "MPO"], "PNG": ["PNG"], "GIF": ["GIF"], "WEBP": ["WEBP"],
+           "TIFF": ["TIFF"], "BMP": ["BMP"]}
+# A file may hold at most this many bytes per allowed pixel (16-bit RGB, uncompressed), plus
+# HEADER_BYTES: more cannot be a photo within the pixel limit.
+BYTES_PER_PIXEL = 6
+HEADER_BYTES = 16 << 20
+
+
+# Per photo sent to the served model (predict/service.py, predict/client.py): a 50 MP photo
+# takes about 0.4 GB of a worker's memory.
+SERVED_MAX_PIXELS = 50_000_000
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    return BYTES_PER_PIXEL * max_pixels + HEADER_BYTES
 
 
 class ImageError(ValueError):
@@ -29,23 +59,113 @@ class Decoded:
     was_gray: bool
 
 
+@dataclass(frozen=True)
+class Header:
+    format: str  # one of FORMATS
+    width: int
+    height: int
+    mode: str  # Pillow's mode (RGB, L, CMYK, ...)
+
+
+def read_image_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """A regular file's bytes, at most max_bytes; ImageError ('not found', 'not a file',
+    'too_large', 'unreadable') otherwise. Never opens a FIFO or a device, so it cannot hang."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError("not found", "no such file") from None
+    except OSError as e:
+        raise ImageError("unreadable", e.strerror or str(e)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError("not a file", "a FIFO, device or folder, not read")
+    if info.st_size > max_bytes:
+        raise ImageError("too_large", f"{info.st_size} bytes exceeds {max_bytes}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)  # a file that grew meanwhile is cut, then refused
+    except OSError as e:
+        raise ImageError("unreadable", e.strerror or str(e)) from None
+    if len(data) > max_bytes:
+        raise ImageError("too_large", f"over {max_bytes} bytes")
+    return data
+
+
+def signature(data: bytes) -> str | None:
+    """The format (one of FORMATS) its first bytes name, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if data[:2] == b"BM":
+        return "BMP"
+    return None
+
+
+def probe(data: bytes, max_pixels: int) -> Header:
+    """The image's format and size from its header alone; ImageError ('empty', 'unreadable',
+    'too_large') for anything OpenCV must not be asked to decode."""
+    from PIL import Image
+
+    if not data:
+        raise ImageError("empty", "0 bytes")
+    kind = signature(data)
+    if kind is None:
+        raise ImageError("unreadable", "not a JPEG, PNG, GIF, WebP, TIFF or BMP file")
+    try:
+        with _open_header(data, kind) as im:  # the header only
+            (w, h), mode = im.size, im.mode
+    except Image.DecompressionBombError as e:  # a GIF frame, WebP or MPO past Pillow's limit
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        count = claimed.group(1) if claimed else f"over {2 * Image.MAX_IMAGE_PIXELS}"
+        raise ImageError("too_large", f"its {kind} header claims {count} pixels, over "
+                                      f"{max_pixels}") from None
+    except Exception:  # a broken header fails in many ways inside the parsers
+        raise ImageError("unreadable", f"not a readable {kind} header") from None
+    if w < 1 or h < 1:
+        raise ImageError("unreadable", f"its {kind} header claims {w}x{h} pixels")
+    if w * h > max_pixels:
+        raise ImageError("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
+    return Header(kind, w, h, mode)
+
+
+def _open_header(data: bytes, kind: str):
+    """Pillow's parser for `kind` (its signature already checked), as Image.open picks it but
+    without Image.open's own pixel limit: that one warns over 89 MP and refuses over 179 MP
+    whatever the caller allows (predict takes up to 200 MP); `probe` compares the header's
+    size with its max_pixels itself. (The GIF, WebP and MPO parsers still refuse over 179 MP.)
+    """
+    from PIL import Image
+
+    name = _PILLOW[kind][0]
+    if name not in Image.OPEN:
+        Image.init()
+    factory, _accept = Image.OPEN[name]
+    return factory(io.BytesIO(data), "")
+
+
 def decode(data: bytes, max_pixels: int = 50_000_000, min_side: int = 0) -> Decoded:
-    """Decode image bytes to RGB. Raises ImageError('empty'|'unreadable'|'too_large').
+    """Decode image bytes to RGB (after `probe`). Raises ImageError('empty'|'unreadable'|
+    'too_large').
 
     min_side > 0 lets a large JPEG be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling, several
     times faster) as long as its short side stays >= min_side.
     """
-    if not data:
-        raise ImageError("empty", "0 bytes")
-    _refuse_from_header(data, max_pixels)
+    header = probe(data, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
-    if data[:4] in _ALPHA_MAGIC:
+    if header.format in _ALPHA:
         flags = cv2.IMREAD_UNCHANGED
-    else:  # JPEG and others: ANYDEPTH|ANYCOLOR applies EXIF orientation and keeps 16-bit
+    else:  # JPEG and BMP: ANYDEPTH|ANYCOLOR applies EXIF orientation and keeps 16-bit
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-        # Small files cannot hold large photos; skip the header read for them.
-        if min_side and data[:2] == b"\xff\xd8" and len(data) > 64_000:
-            flags = _reduced_jpeg_flags(data, min_side, max_pixels) or flags
+        # Small files cannot hold large photos; skip the reduction for them.
+        if min_side and header.format == "JPEG" and len(data) > 64_000:
+            flags = _reduced_jpeg_flags(header, min_side) or flags
     try:
         img = cv2.imdecode(buf, flags)
     except cv2.error as e:
@@ -72,40 +192,16 @@ def decode(data: bytes, max_pixels: int = 50_000_000, min_side: int = 0) -> Deco
     return Decoded(rgb, was_gray=same)
 
 
-def _refuse_from_header(data: bytes, max_pixels: int) -> None:
-    """Refuse an oversize image from its header, before decoding allocates it."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return  # unknown to PIL, or beyond its own bomb limit: decoding decides
-    if w * h > max_pixels:
-        raise ImageError("too_large", f"{w}x{h} exceeds {max_pixels} pixels")
-
-
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
             (2, cv2.IMREAD_REDUCED_COLOR_2))
 
 
-def _reduced_jpeg_flags(data: bytes, min_side: int, max_pixels: int) -> int | None:
-    """The strongest JPEG reduction that keeps the short side >= min_side, from the header."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # reads the header only
-            w, h = im.size
-            if im.mode not in ("RGB", "L", "YCbCr") or w * h > max_pixels:
-                return None  # CMYK and oversize go through the normal path
-    except (UnidentifiedImageError, OSError):
-        return None
+def _reduced_jpeg_flags(header: Header, min_side: int) -> int | None:
+    """The strongest JPEG reduction that keeps the short side >= min_side."""
+    if header.mode not in ("RGB", "L", "YCbCr"):
+        return None  # CMYK goes through the normal path
     for factor, flag in _REDUCED:
-        if min(w, h) // factor >= min_side:
+        if min(header.width, header.height) // factor >= min_side:
             return flag
     return None
 

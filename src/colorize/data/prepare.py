@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from colorize.config import DataSettings
-from colorize.data.images import ImageError, decode, resize_square, to_uint8
+from colorize.data.images import ImageError, decode, max_file_bytes, resize_square, to_uint8
 from colorize.data.manifest import FIELDS, source_path
 from colorize.data.sources import SourceError, iter_items
 from colorize.data.split import content_id, split_of
@@ -96,8 +96,13 @@ def prepare(settings: DataSettings, out_dir: str | Path, report_path: str | Path
     path, out_dir = source_path(settings), Path(out_dir)
     manifest, rejected, seen, near = [], [], {}, NearDuplicates()
     found = 0
-    for item in tqdm(iter_items(settings.source, path), desc="prepare", unit="img"):
+    items = iter_items(settings.source, path, max_bytes=max_file_bytes(settings.max_pixels))
+    for item in tqdm(items, desc="prepare", unit="img"):
         found += 1
+        if item.problem is not None:
+            rejected.append({"name": item.name, "reason": item.problem.reason,
+                             "detail": item.problem.detail})
+            continue
         image_id = content_id(item.data)
         if item.data and image_id in seen:
             rejected.append({"name": item.name, "reason": "duplicate",

@@ -61,13 +61,15 @@ def _about(model: Colorizer, size: int, meta: dict) -> str:
     return ", ".join(parts)
 
 
-def _client():
-    """An MlflowClient on an existing store: the server in MLFLOW_TRACKING_URI, or the
+def use_tracking_store() -> None:
+    """Point MLflow at an existing store: the server in MLFLOW_TRACKING_URI, or the
     repository's mlflow.db. Never creates one."""
     import mlflow
 
+    from colorize.track.mlflow_run import check_tracking_uri
     from colorize.track.store import STORE, relocate
 
+    check_tracking_uri()
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         root = find_root()
         db = root / STORE if root else None
@@ -78,6 +80,12 @@ def _client():
                              "`dvc repro`, or set MLFLOW_TRACKING_URI to your server)")
         relocate(root)
         mlflow.set_tracking_uri(f"sqlite:///{db}")
+
+
+def _client():
+    import mlflow
+
+    use_tracking_store()
     return mlflow.MlflowClient()
 
 

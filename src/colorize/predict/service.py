@@ -8,7 +8,12 @@ pipeline reads), and optionally `params: {"temperature": T, "prior_correction": 
 (classification head; defaults: the values the version was evaluated at, which colorize.track
 passes as the model's config, `decoding`). Response: columns `image` (base64 PNG of the
 colorized photo, at the input's full resolution) and `error` (empty, or why that row failed).
-Served with `mlflow models serve -m models:/colorizer@champion --env-manager local`.
+Served with `mlflow models serve -m models:/colorizer@champion --env-manager local`, or with
+`colorize serve`, which also caps the request body (MLflow's server reads any body whole).
+
+Limits: at most MAX_ROWS photos per request (an HTTP 400 naming the limit); each photo at most
+MAX_PIXELS pixels and max_file_bytes(MAX_PIXELS) bytes, checked on the base64 text's length and
+then on the image header before anything is decoded (the row's `error` says which).
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from colorize.data.images import ImageError, decode
+from colorize.data.images import SERVED_MAX_PIXELS, ImageError, decode, max_file_bytes
 from colorize.decoding import NEUTRAL, Decoding, checked, resolve
 from colorize.errors import ConfigError
 from colorize.imaging import encode_png
 from colorize.model.file import load_model
 from colorize.predict.photo import colorize_batch
+
+MAX_ROWS = 16
+MAX_PIXELS = SERVED_MAX_PIXELS
+MAX_BASE64 = (max_file_bytes(MAX_PIXELS) + 2) // 3 * 4
 
 
 def image_frame(blobs: list[bytes]) -> pd.DataFrame:
@@ -50,16 +59,14 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
         except ConfigError as e:
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         decoding = resolve(*given, self.decoding)
+        if len(model_input) > MAX_ROWS:
+            raise MlflowException(f"{len(model_input)} photos in one request: at most "
+                                  f"{MAX_ROWS} (send the others in further requests)",
+                                  error_code=INVALID_PARAMETER_VALUE)
         out, errors = [], []
         for b64 in model_input["image"]:
             try:
-                data = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError, TypeError) as e:
-                out.append("")
-                errors.append(f"not base64-encoded file bytes ({e})")
-                continue
-            try:
-                rgb = decode(data).rgb
+                rgb = decode(_file_bytes(b64), MAX_PIXELS).rgb
             except ImageError as e:
                 out.append("")
                 errors.append(str(e))
@@ -68,6 +75,19 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
             out.append(base64.b64encode(encode_png(result)).decode("ascii"))
             errors.append("")
         return pd.DataFrame({"image": out, "error": errors})
+
+
+def _file_bytes(b64: object) -> bytes:
+    """A row's base64 text -> the file's bytes, refused by length before decoding it."""
+    if not isinstance(b64, str):
+        raise ImageError("unreadable", f"not base64 text but {type(b64).__name__}")
+    if len(b64) > MAX_BASE64:
+        raise ImageError("too_large", f"{len(b64)} base64 characters exceeds {MAX_BASE64} "
+                                      f"(files up to {max_file_bytes(MAX_PIXELS)} bytes)")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ImageError("unreadable", f"not base64-encoded file bytes ({e})") from None
 
 
 mlflow.models.set_model(ColorizerService())

@@ -7,6 +7,8 @@ serial path (workers=1) runs the same function in-process, so both give byte-ide
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from colorize import lab
 from colorize.config import DataSettings, PreprocessSettings
-from colorize.data.images import decode, resize_square
+from colorize.data.images import decode, max_file_bytes, resize_square
 from colorize.data.manifest import read_manifest, source_path
 from colorize.data.sources import SourceError, iter_items
 from colorize.files import write_json
@@ -29,6 +31,17 @@ def convert(data: bytes, size: int, max_pixels: int) -> np.ndarray:
     rgb = decode(data, max_pixels, min_side=size).rgb
     small = resize_square(lab.to_float_rgb(rgb), size)
     return lab.rgb_to_lab(small).transpose(2, 0, 1).astype(lab.STORE_DTYPE)
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """In a worker: exit as soon as the process that started it is gone (killed preprocess
+    runs left their workers behind, each holding its shard's images)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def build_shard(path: str, blobs: list[bytes], size: int, max_pixels: int) -> int:
@@ -90,7 +103,11 @@ def _shard_batches(data: DataSettings, todo: dict[str, tuple[str, list[dict]]]
     if not todo:
         return
     pending: dict[str, dict[str, bytes]] = {}
-    for item in iter_items(data.source, source_path(data), names=todo.keys()):
+    items = iter_items(data.source, source_path(data), names=todo.keys(),
+                       max_bytes=max_file_bytes(data.max_pixels))
+    for item in items:
+        if item.problem is not None:  # it was usable when prepare ran: changed since
+            raise SourceError(f"{item.name}: {item.problem}; rerun `dvc repro prepare`")
         path, shard = todo[item.name]
         got = pending.setdefault(path, {})
         got[item.name] = item.data
@@ -120,7 +137,8 @@ def _run(data: DataSettings, settings: PreprocessSettings,
             for path, blobs in batches:
                 count(build_shard(path, blobs, *args))
             return converted
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             running: set[Future] = set()
             for path, blobs in batches:
                 # Bounded in-flight work: memory stays flat however large the source is.

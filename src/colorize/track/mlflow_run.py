@@ -45,6 +45,81 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
 
 
+# MLflow's own defaults wait 120 s per request and retry 7 times (over 4 minutes for an
+# unreachable server); a command waits seconds, unless the user set these.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def check_tracking_uri() -> None:
+    """A one-line UserError, in seconds, for a tracking URI that cannot work: not a URI MLflow
+    takes, a server that does not answer, a database without its driver."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
+    if scheme not in SCHEMES:
+        raise UserError(f"MLFLOW_TRACKING_URI={_shown(uri)}: not a tracking URI (an MLflow server "
+                        "http://HOST:PORT, or sqlite:////absolute/path/mlflow.db); unset it to "
+                        "use the repository's own store")
+    if scheme in ("http", "https"):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        _reachable(uri)
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(uri)  # loads the driver, connects to nothing
+            engine.dispose()
+        except (ImportError, sqlalchemy.exc.ArgumentError) as e:
+            raise UserError(f"MLFLOW_TRACKING_URI: {scheme} needs its database driver "
+                            f"({e}); install it, or name an installed one in the URI "
+                            "(e.g. postgresql+psycopg2://...)") from None
+        # MLflow retries a database that does not answer for minutes, then shows a traceback.
+        # (An mssql "host" may be an ODBC data source name: not probed.)
+        if scheme in DATABASE_PORTS and engine.url.host:
+            _listening(engine.url.host, engine.url.port or DATABASE_PORTS[scheme])
+
+
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+def _listening(host: str, port: int, timeout: float = 5.0) -> None:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"MLFLOW_TRACKING_URI: the database at {host}:{port} does not answer "
+                        f"({e.strerror or e}); start it, or unset the variable to use the "
+                        "repository's own store") from None
+
+
+def _shown(uri: str) -> str:
+    """The URI as a message shows it: without a password, and cut short."""
+    import re
+
+    uri = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    return uri if len(uri) <= 100 else uri[:97] + "..."
+
+
+def _reachable(url: str, timeout: float = 5.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: whatever it says about /health, it is there
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise UserError(f"MLFLOW_TRACKING_URI={_shown(url)}: the MLflow server does not answer "
+                        f"({reason}); start it, or unset the variable to use the "
+                        "repository's own store") from None
+
+
 def is_local() -> bool:
     """The repository's own store (mlflow.set_tracking_uri also sets MLFLOW_TRACKING_URI, so the
     variable alone does not tell)."""
@@ -58,6 +133,7 @@ def setup(experiment: str) -> str:
     experiment's creation happen under a file lock: concurrent queued experiments would otherwise
     race in MLflow's schema migrations or both create the experiment, and one would fail."""
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    check_tracking_uri()
     if not is_local():
         mlflow.set_tracking_uri(tracking_uri())
         return _experiment_id(experiment)
