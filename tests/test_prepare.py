@@ -5,6 +5,7 @@ import json
 import shutil
 import tarfile
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -104,6 +105,33 @@ def test_archive_is_streamed_with_selected_members(photo_folder, tmp_path):
     assert len(names) == 16
     wanted = names[3:5]
     assert [i.name for i in iter_items("archive", archive, names=wanted)] == wanted
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_members_named_outside_the_archive_write_nothing_outside(photo_folder, tmp_path, kind):
+    """Members are read as bytes, never extracted: a name that climbs out of the archive
+    (../../escaped.jpg, /etc/passwd.jpg) creates no file anywhere; it is an image like any."""
+    blob = (photo_folder / "sub0" / "img00.jpg").read_bytes()
+    other = (photo_folder / "sub1" / "img01.png").read_bytes()
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    archive = work / f"evil.{kind}"
+    names = ["../../escaped.jpg", "/tmp/absolute-escaped.png"]
+    if kind == "tar":
+        with tarfile.open(archive, "w") as tf:
+            for name, data in zip(names, (blob, other), strict=True):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    else:
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, data in zip(names, (blob, other), strict=True):
+                zf.writestr(name, data)
+    before = set((tmp_path).rglob("*"))
+    items = list(iter_items("archive", archive))
+    assert [i.name for i in items] == names and items[0].data == blob
+    assert set(tmp_path.rglob("*")) == before
+    assert not Path("/tmp/absolute-escaped.png").exists()
 
 
 def test_truncated_archive_is_a_clear_error(photo_folder, tmp_path):
