@@ -343,29 +343,35 @@ ARCHIVES = {
 }
 
 
-def _zip_crc(path: Path, name: str) -> Path:
+def _patch_zip(path: Path, name: str, local: int, central: int, patch) -> Path:
+    """Apply patch(data, offset) to a member's header field, at `local` bytes into its local
+    header and `central` bytes into its central-directory entry."""
     data = bytearray(path.read_bytes())
-    for signature, offset, name_at in ((b"PK\x03\x04", 14, 30), (b"PK\x01\x02", 16, 46)):
+    for signature, offset, name_at in ((b"PK\x03\x04", local, 30),
+                                       (b"PK\x01\x02", central, 46)):
         i = data.find(signature)
         while i >= 0:
             if data[i + name_at:i + name_at + len(name)] == name.encode():
-                data[i + offset:i + offset + 4] = b"\x12\x34\x56\x78"
+                patch(data, i + offset)
             i = data.find(signature, i + 1)
     path.write_bytes(bytes(data))
     return path
+
+
+def _zip_crc(path: Path, name: str) -> Path:
+    """Give a member a wrong CRC-32."""
+    def wrong(data: bytearray, at: int) -> None:
+        data[at:at + 4] = b"\x12\x34\x56\x78"
+
+    return _patch_zip(path, name, 14, 16, wrong)
 
 
 def _zip_flag(path: Path, name: str) -> Path:
     """Set the 'encrypted' flag bit of a member (local header and central directory)."""
-    data = bytearray(path.read_bytes())
-    for signature, offset, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
-        i = data.find(signature)
-        while i >= 0:
-            if data[i + name_at:i + name_at + len(name)] == name.encode():
-                data[i + offset] |= 1
-            i = data.find(signature, i + 1)
-    path.write_bytes(bytes(data))
-    return path
+    def encrypted(data: bytearray, at: int) -> None:
+        data[at] |= 1
+
+    return _patch_zip(path, name, 6, 8, encrypted)
 
 
 @pytest.mark.parametrize("name", list(ARCHIVES))

@@ -276,24 +276,26 @@ def test_oversize_answer_is_cut_off(tmp_path, capsys, monkeypatch, photo, framin
     assert elapsed < 10
 
 
+def _drip(h, data: bytes) -> None:
+    """Send `data` one byte a second, until the test stops the server."""
+    for byte in data:
+        if h.stop.wait(1):
+            return
+        h.wfile.write(bytes([byte]))
+
+
 def drip_body(h, photo):
     h.send_response(200)
     h.send_header("Content-Type", "application/json")
     h.send_header("Content-Length", "100000")
     h.end_headers()
     h.wfile.write(b'{"predictions": ')
-    for _ in range(60):
-        if h.stop.wait(1):
-            return
-        h.wfile.write(b" ")
+    _drip(h, b" " * 60)
 
 
 def drip_headers(h, photo):
     h.wfile.write(b"HTTP/1.0 200 OK\r\nX-Slow: ")
-    for _ in range(60):
-        if h.stop.wait(1):
-            return
-        h.wfile.write(b"a")
+    _drip(h, b"a" * 60)
 
 
 def silent(h, photo):
@@ -307,10 +309,7 @@ def drip_answer(h, photo):
     h.send_header("Content-Length", str(len(data)))
     h.end_headers()
     h.wfile.write(data[:len(data) // 2])
-    for byte in data[len(data) // 2:]:
-        if h.stop.wait(1):
-            return
-        h.wfile.write(bytes([byte]))
+    _drip(h, data[len(data) // 2:])
 
 
 @pytest.mark.parametrize("answer", [drip_body, drip_headers, silent, drip_answer],

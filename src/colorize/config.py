@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from colorize.decoding import Decoding, check_correction, check_temperature
-from colorize.errors import ConfigError
+from colorize.errors import ConfigError, shortened
 
 __all__ = ["ConfigError", "Settings", "load", "from_dict", "repository_decoding"]
 
@@ -215,7 +215,7 @@ def from_dict(raw: Any) -> Settings:
 
 
 def _describe(error: dict) -> str:
-    loc = [_cut(str(part)) for part in error["loc"]]
+    loc = [shortened(str(part)) for part in error["loc"]]
     kind, msg = error["type"], error["msg"]
     if len(loc) > 2 and loc[-1].isdigit():  # an item of a list: name the list
         loc = loc[:-1]
@@ -239,13 +239,8 @@ def _describe(error: dict) -> str:
     return f"{key}: {msg} (got {_short(value)})"
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    return _cut(repr(value), limit)
-
-
-def _cut(text: str, limit: int = 60) -> str:
-    """A value, key or name of the file as shown in a message (it may be 100 000 long)."""
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+def _short(value: Any) -> str:
+    return shortened(repr(value))
 
 
 MAX_PARAMS_BYTES = 1 << 20
@@ -261,7 +256,7 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.MarkedYAMLError(self.CONTEXT, None,
-                                       f"the alias *{_cut(event.anchor)} (aliases are not "
+                                       f"the alias *{shortened(event.anchor)} (aliases are not "
                                        "allowed)", event.start_mark)
         return super().compose_node(parent, index)
 
@@ -271,7 +266,7 @@ class _StrictLoader(yaml.SafeLoader):
         except ValueError as e:  # a 5000-digit number, the 13th month, ...: with its line
             shown = _short(node.value) if isinstance(node, yaml.ScalarNode) else node.tag
             raise yaml.MarkedYAMLError(self.CONTEXT, None, f"{shown} cannot be read "
-                                       f"({_cut(str(e).split(':')[0], 80)})",
+                                       f"({shortened(str(e).split(':')[0], 80)})",
                                        node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):

@@ -12,6 +12,12 @@ class UserError(Exception):
     """A mistake in the user's input; the message names the fix."""
 
 
+def shortened(text: str, limit: int = 60) -> str:
+    """A value, key or name as an error message shows it: what a user or a crafted file gives
+    may be megabytes long, and a message stays one short line."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
 class ConfigError(UserError, ValueError):
     """A bad or missing setting: a value in params.yaml or an option (the message starts with
     the key or the option's name)."""

@@ -26,15 +26,10 @@ import numpy as np
 # IMREAD_UNCHANGED.
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP")
 _ALPHA = ("PNG", "WEBP", "TIFF", "GIF")
-# Pillow's names for each (a multi-picture JPEG opens as MPO).
-_PILLOW = {"JPEG": ["JPEG", "MPO"], "PNG": ["PNG"], "GIF": ["GIF"], "WEBP": ["WEBP"],
-           "TIFF": ["TIFF"], "BMP": ["BMP"]}
 # A file may hold at most this many bytes per allowed pixel (16-bit RGB, uncompressed), plus
 # HEADER_BYTES: more cannot be a photo within the pixel limit.
 BYTES_PER_PIXEL = 6
 HEADER_BYTES = 16 << 20
-
-
 # Per photo sent to the served model (predict/service.py, predict/client.py): a 50 MP photo
 # takes about 0.4 GB of a worker's memory.
 SERVED_MAX_PIXELS = 50_000_000
@@ -136,17 +131,18 @@ def probe(data: bytes, max_pixels: int) -> Header:
 
 
 def _open_header(data: bytes, kind: str):
-    """Pillow's parser for `kind` (its signature already checked), as Image.open picks it but
-    without Image.open's own pixel limit: that one warns over 89 MP and refuses over 179 MP
-    whatever the caller allows (predict takes up to 200 MP); `probe` compares the header's
-    size with its max_pixels itself. (The GIF, WebP and MPO parsers still refuse over 179 MP.)
+    """Pillow's parser for `kind` (its signature already checked; Pillow's plugins bear the
+    names of FORMATS, and a multi-picture JPEG still opens as MPO), as Image.open picks it,
+    but without Image.open's own pixel limit: that one warns over 89 MP and refuses over
+    179 MP whatever the caller allows (predict takes up to 200 MP); `probe` compares the
+    header's size with its max_pixels itself. (The GIF, WebP and MPO parsers still refuse
+    over 179 MP.)
     """
     from PIL import Image
 
-    name = _PILLOW[kind][0]
-    if name not in Image.OPEN:
+    if kind not in Image.OPEN:
         Image.init()
-    factory, _accept = Image.OPEN[name]
+    factory, _accept = Image.OPEN[kind]
     return factory(io.BytesIO(data), "")
 
 

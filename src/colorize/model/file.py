@@ -29,7 +29,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from colorize.config import ModelSettings, Multiple8
-from colorize.errors import UserError
+from colorize.errors import UserError, shortened
 from colorize.files import atomic_path
 from colorize.model.network import Colorizer
 
@@ -55,14 +55,9 @@ def _validated(kind: Any, value: Any, where: str) -> Any:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as e:
         error = e.errors()[0]
-        field = ".".join([where, *(_short(str(part)) for part in error["loc"])])
-        raise ModelError(f"{field}: {error['msg']} (got {_short(repr(error.get('input')))})"
+        field = ".".join([where, *(shortened(str(part)) for part in error["loc"])])
+        raise ModelError(f"{field}: {error['msg']} (got {shortened(repr(error.get('input')))})"
                          ) from None
-
-
-def _short(text: str, limit: int = 60) -> str:
-    """A value or key as shown in a message: a crafted file's may be megabytes long."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def network_entry(model: Colorizer, size: int, meta: dict | None = None) -> dict:
@@ -171,7 +166,7 @@ def _check_tensors(weights: dict, expected: dict, path: str | Path) -> None:
     missing, extra = expected.keys() - weights.keys(), weights.keys() - expected.keys()
     if missing or extra:
         def names(keys: set) -> str:  # keys of a crafted file: any type, any length
-            return "[" + ", ".join(sorted(_short(repr(k)) for k in keys)[:3]) + "]"
+            return "[" + ", ".join(sorted(shortened(repr(k)) for k in keys)[:3]) + "]"
 
         raise ModelError(f"{path}: weights do not fit the recorded architecture (missing "
                          f"{names(missing)}, unexpected {names(extra)})")

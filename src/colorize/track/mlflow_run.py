@@ -25,7 +25,7 @@ import pandas as pd
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
 
-from colorize.errors import UserError
+from colorize.errors import UserError, shortened
 from colorize.files import write_json
 from colorize.paths import project_root
 from colorize.track.store import ARTIFACTS, STORE, relocate
@@ -101,7 +101,7 @@ def _shown(uri: str) -> str:
     import re
 
     uri = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
-    return uri if len(uri) <= 100 else uri[:97] + "..."
+    return shortened(uri, 100)
 
 
 def _reachable(url: str, timeout: float = 5.0) -> None:
