@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from colorize.decoding import Decoding
+from colorize.preprocess.store import LabStore
 from conftest import BIN, copy_repo, mlflow_client, photo_tiles, run
 
 pytestmark = pytest.mark.slow
@@ -32,16 +33,23 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     assert shown[""]["data"]["metrics/evaluate.json"]["data"] == metrics  # what DVC reads
     headline = ["ciede2000", "auc", "auc_rebalanced", "psnr", "ssim", "mse_ab",
                 "colourfulness_ratio"]
-    assert list(metrics["model"]) == headline and list(metrics["gray"]) == headline
-    assert metrics["head"] == "classification"
+    for split in ("test", "val"):
+        assert list(metrics[split]["model"]) == headline
+        assert list(metrics[split]["gray"]) == headline
+    assert metrics["headline"] == "test" and metrics["head"] == "classification"
     assert (metrics["temperature"], metrics["prior_correction"]) == (0.2, 0.55)
-    assert metrics["gray"]["colourfulness_ratio"] == 0.0 and metrics["gray"]["mse_ab"] > 0
+    gray = metrics["test"]["gray"]
+    assert gray["colourfulness_ratio"] == 0.0 and gray["mse_ab"] > 0
+    for split in ("test", "val"):  # each split's gray error is its own photos' mean ab^2
+        labs = LabStore(root / "data/processed" / split).batch(0, metrics[split]["images"])
+        assert metrics[split]["gray"]["mse_ab"] == pytest.approx(
+            float(np.mean(labs[:, 1:].astype(np.float64) ** 2)), abs=1e-3)
     data = json.loads((root / "metrics/data.json").read_text())
     # 80 tiles of 4 photos: one (p31) is a resized copy of another's crop, and is dropped.
     assert (data["found"], data["used"], data["rejected_by_reason"]) == (
         80, 79, {"near_duplicate": 1})
-    assert data["train"] + data["val"] == 79
-    assert metrics["val_images"] == data["val"]
+    assert data["train"] + data["val"] + data["test"] == 79 and data["test"] > 0
+    assert (metrics["val"]["images"], metrics["test"]["images"]) == (data["val"], data["test"])
     rows = (root / "plots/tradeoff.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
         "gray", *(f"T={t} A={a}" for a in (0.55, 0) for t in (1, 0.6, 0.38, 0.2))]
@@ -77,8 +85,12 @@ def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     assert len(r.data.tags["data_manifest_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]
     assert "eval_model_auc_rebalanced" in r.data.metrics and "eval_gray_auc" in r.data.metrics
+    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    assert r.data.tags["eval_split"] == "test"  # eval_* are the test split's, val_* validation's
+    assert r.data.metrics["eval_model_ciede2000"] == metrics["test"]["model"]["ciede2000"]
+    assert r.data.metrics["val_model_ciede2000"] == metrics["val"]["model"]["ciede2000"]
     contexts = sorted(d.tags[0].value for d in r.inputs.dataset_inputs)
-    assert contexts == ["training", "validation"]
+    assert contexts == ["testing", "training", "validation"]
     artifacts = {a.path for a in client.list_artifacts(run_id, "samples")}
     assert {"samples/epoch_001.png", "samples/epoch_002.png"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(run_id, "evaluation")}

@@ -59,7 +59,7 @@ def test_folder_with_bad_files(settings, photo_folder, tmp_path):
     report = json.loads((tmp_path / "data.json").read_text())
     assert report["rejected_by_reason"] == EXPECTED
     assert report["found"] == 16 + 3 + sum(EXPECTED.values())
-    assert report["used"] == 19 and report["train"] + report["val"] == 19
+    assert report["used"] == 19 and report["train"] + report["val"] + report["test"] == 19
     rejected = {r["name"]: r["reason"] for r in res.rejected}
     assert rejected["bad/truncated.jpg"] == "unreadable"
     pair = [rejected.get("bad/duplicate.jpg"), rejected.get("sub0/img00.jpg")]

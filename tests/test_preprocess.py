@@ -40,8 +40,8 @@ def test_store_holds_lab_at_the_working_size(settings, prepared, tmp_path):
     data, manifest = prepared
     preprocess(data, _pre(settings, size=32, shard_size=4), manifest, tmp_path / "p",
                workers=1, stats_path=tmp_path / "stats.json")
-    train, val = LabStore(tmp_path / "p" / "train"), LabStore(tmp_path / "p" / "val")
-    assert len(train) + len(val) == 16
+    train, val, test = (LabStore(tmp_path / "p" / split) for split in ("train", "val", "test"))
+    assert len(train) + len(val) + len(test) == 16 and len(test) > 0  # params: a test split
     x = train[len(train) - 1]
     assert x.shape == (3, 32, 32) and x.dtype == lab.STORE_DTYPE
     assert 0 <= x[0].min() and x[0].max() <= 100

@@ -216,7 +216,7 @@ def test_exp_show_lists_both_with_their_metrics(team, bob, queued):
     for name, lr in EXPERIMENTS.items():
         row = rows[name]
         assert row["train.lr"] == lr and row["resumed_from_epoch"] == "0"
-        assert float(row["model.ciede2000"]) == pytest.approx(
+        assert float(row["test.model.ciede2000"]) == pytest.approx(
             runs[name].data.metrics["eval_model_ciede2000"], abs=1e-4)
 
 

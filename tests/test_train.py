@@ -28,7 +28,7 @@ class Interrupted(Exception):
 def tiny(settings, photo_folder, tmp_path):
     settings = settings.override(
         data={"source": "folder", "path": str(photo_folder), "val_fraction": 0.3,
-              "min_size": 16},
+              "test_fraction": 0.2, "min_size": 16},
         preprocess={"size": 32, "shard_size": 8, "workers": 1},
         train={"epochs": 3, "batch_size": 4, "crop": 32, "lr": 1e-3},
         evaluate={"grid_images": 2})
@@ -81,6 +81,39 @@ def test_interrupted_run_resumes_from_its_checkpoint_exactly(tiny, tmp_path):
     assert size == 32 and meta == {"epochs_done": 3, "checkpoint": True}
 
 
+def test_a_moving_average_run_resumes_exactly_and_keeps_the_average(tiny, tmp_path):
+    settings, data = tiny
+    settings = settings.override(train={"ema": 0.9})
+    full = fit(settings, data, tmp_path / "full")
+    with pytest.raises(Interrupted):
+        fit(settings, data, tmp_path / "cut", on_epoch=_stop_after(2))
+    resumed = fit(settings, data, tmp_path / "cut")
+    assert resumed.resumed_from == 2 and _losses(resumed.history) == _losses(full.history)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    state = read_state(tmp_path / "cut" / "last.pt")
+    kept, live = state["ema"]["weights"], state["network"]["state_dict"]
+    assert state["ema"]["updates"] == 3 * 2  # three epochs of two steps (8 photos, batch 4)
+    assert not torch.equal(kept["head.weight"], live["head.weight"])  # an average, not a copy
+    if full.best_epoch == 3:  # the kept model is the average, never the live weights
+        assert torch.equal(full.model.state_dict()["head.weight"], kept["head.weight"])
+
+
+def test_the_test_split_never_enters_training(tiny, tmp_path):
+    settings, data = tiny
+    clean = fit(settings, data, tmp_path / "clean")
+    shards = list((data / "test").glob("shard-*.npy"))
+    assert shards  # the fixture has a test split
+    for shard in shards:  # NaN everywhere: any read of it would show in a loss or a weight
+        np.save(shard, np.full_like(np.load(shard), np.nan))
+    poisoned = fit(settings, data, tmp_path / "poisoned")
+    assert _losses(poisoned.history) == _losses(clean.history)
+    for a, b in zip(clean.model.state_dict().values(), poisoned.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
 def test_finished_run_is_kept_when_training_again(tiny, tmp_path):
     settings, data = tiny
     short = settings.override(train={"epochs": 1})
@@ -110,7 +143,7 @@ def test_an_epoch_and_a_validation_run_on_their_own(tiny):
     device = torch.device("cpu")
     loop.seed_everything(0)
     batches = loop.make_data(settings, data, device)
-    assert (batches.train_images, batches.val_images, batches.steps) == (13, 3, 3)  # 13 // 4
+    assert (batches.train_images, batches.val_images, batches.steps) == (8, 3, 2)  # 8 // 4
     parts = loop.build_parts(settings, load_prior(data.parent / "prior.npy"), device,
                              total_steps=3 * batches.steps)
     before = loop.validate(parts, batches.val)

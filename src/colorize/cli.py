@@ -222,16 +222,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", default="models/checkpoints",
                    help="resumable checkpoints, one folder per settings+data fingerprint")
     p = stage("evaluate", cmd_evaluate, "stage 5: metrics vs gray; log and register the model",
-              "Reads the model, the validation shards and the prior; writes metrics, the "
-              "temperature trade-off, the sample grid and the AuC curve; adds them and the "
+              "Reads the model, the test and validation shards and the prior; writes metrics "
+              "(test: the headline; validation beside it), the temperature trade-off "
+              "(validation), the sample grid and the AuC curve; adds them and the "
               "model to the train stage's MLflow run and registers a new version.")
     p.add_argument("--model", default=MODEL, help="model file (input)")
-    p.add_argument("--data", default=PROCESSED, help="LAB shards; the val split is scored")
+    p.add_argument("--data", default=PROCESSED,
+                   help="LAB shards; the test and val splits are scored")
     p.add_argument("--prior", default=PRIOR, help="ab prior, for the rebalanced AuC")
     p.add_argument("--run-file", default=RUN_FILE, help="the train stage's MLflow run")
     p.add_argument("--metrics", default="metrics/evaluate.json", help="model vs gray (output)")
     p.add_argument("--tradeoff", default="plots/tradeoff.csv",
-                   help="metrics per temperature (output)")
+                   help="metrics per temperature, validation split (output)")
     p.add_argument("--samples", default="plots/samples.png", help="labelled grid (output)")
     p.add_argument("--curve", default="plots/ab_error_cmf.csv",
                    help="cumulative ab-error curve (output)")

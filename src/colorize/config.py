@@ -65,10 +65,18 @@ class DataSettings(Section):
     path: Name
     url: Name
     val_fraction: Annotated[Number, Field(gt=0, lt=1)]
+    test_fraction: Annotated[Number, Field(ge=0, lt=1)]
     min_size: Annotated[StrictInt, Field(ge=1)]
     min_colourfulness: Annotated[Number, Field(ge=0)]
     max_flat_fraction: Annotated[Number, Field(ge=0, le=1)]
     max_pixels: Annotated[StrictInt, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> DataSettings:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"data.test_fraction: {self.test_fraction} plus data.val_fraction "
+                             f"{self.val_fraction} leaves no photo to train on")
+        return self
 
 
 class PreprocessSettings(Section):
@@ -101,6 +109,7 @@ class TrainSettings(Section):
     max_steps_per_epoch: Annotated[StrictInt, Field(ge=0)]
     warmup_steps: Annotated[StrictInt, Field(ge=0)]
     grad_clip: Annotated[Number, Field(ge=0)]  # max gradient norm; 0 = off
+    ema: Annotated[Number, Field(ge=0, lt=1)]  # weight-averaging decay; 0 = off
     compile: StrictBool
     nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
 

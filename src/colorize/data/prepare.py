@@ -115,7 +115,8 @@ def prepare(settings: DataSettings, out_dir: str | Path, report_path: str | Path
             rejected.append({"name": item.name, "reason": reason, "detail": detail})
             continue
         seen[image_id] = item.name
-        manifest.append({"id": image_id, "split": split_of(image_id, settings.val_fraction),
+        manifest.append({"id": image_id, "split": split_of(image_id, settings.val_fraction,
+                                                         settings.test_fraction),
                          "name": item.name, **measures, "origin": item.origin,
                          "licence": item.licence})
     write_csv(out_dir / "rejected.csv", REJECT_FIELDS, rejected)
@@ -135,11 +136,13 @@ def prepare(settings: DataSettings, out_dir: str | Path, report_path: str | Path
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
         "train": splits["train"],
         "val": splits["val"],
+        "test": splits["test"],
     }
     write_csv(out_dir / "manifest.csv", FIELDS, manifest)
     write_json(report_path, report)
     print(f"prepare: {found} found, {len(manifest)} used ({splits['train']} train / "
-          f"{splits['val']} val), {len(rejected)} rejected {report['rejected_by_reason']}")
+          f"{splits['val']} val / {splits['test']} test), {len(rejected)} rejected "
+          f"{report['rejected_by_reason']}")
     return PrepareResult(manifest, rejected, report)
 
 

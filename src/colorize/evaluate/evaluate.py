@@ -1,14 +1,22 @@
-"""The `evaluate` stage: metrics on the validation split for the model and the gray baseline.
-It measures, nothing else (MLflow logging and registration belong to colorize.track).
+"""The `evaluate` stage: metrics for the model and the gray baseline on the test split (the
+headline) and the validation split. It measures, nothing else (MLflow logging and registration
+belong to colorize.track).
+
+Choosing on validation, reporting on test: the trade-off over decodings is scored on the
+validation split only (that is where decodings are chosen); the test split is scored at the
+operating point alone, so no choice can be made on it. Without a test split
+(data.test_fraction 0) the headline is the validation split's, and says so.
 
 Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
-  metrics   (metrics/evaluate.json)    {"model": {...}, "gray": {...}, ...} for `dvc metrics`;
-                                       the classification head at its operating point
-                                       (evaluate.temperature, evaluate.prior_correction)
-  tradeoff  (plots/tradeoff.csv)       one row per (temperature, prior correction) scored, or the
-                                       regression model, and gray: colourfulness vs CIEDE2000...
-  samples   (plots/samples.png)        gray input | prediction(s) | ground truth, labelled
-  curve     (plots/ab_error_cmf.csv)   cumulative ab-error curve behind AuC, model vs gray
+  metrics   (metrics/evaluate.json)    {"test": {"images", "model", "gray"}, "val": {...},
+                                       "headline": "test" | "val", "head", decoding} for
+                                       `dvc metrics`; the classification head at its operating
+                                       point (evaluate.temperature, evaluate.prior_correction)
+  tradeoff  (plots/tradeoff.csv)       validation split: one row per (temperature, prior
+                                       correction) scored, or the regression model, and gray
+  samples   (plots/samples.png)        validation photos: gray input | prediction(s) | truth
+  curve     (plots/ab_error_cmf.csv)   the headline split's cumulative ab-error curve behind
+                                       AuC, model vs gray
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from colorize.model import bins
 from colorize.model.file import load_model
 from colorize.model.inference import predict_ab
 from colorize.model.network import Colorizer
-from colorize.preprocess.store import LabStore
+from colorize.preprocess.store import INDEX, LabStore
 
 
 def decodings(settings: Settings, model: Colorizer) -> list[Decoding]:
@@ -51,25 +59,36 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
              prior_path: str | Path, metrics_path: str | Path, tradeoff_path: str | Path,
              samples_path: str | Path, curve_path: str | Path) -> dict:
     model, size, _ = load_model(model_path)
+    prior = bins.load_prior(prior_path)
     store = LabStore(Path(data_dir) / "val")
+    test_dir = Path(data_dir) / "test"
+    test = LabStore(test_dir) if (test_dir / INDEX).exists() else None
     decoded = decodings(settings, model)
-    scores = score(model, store, bins.load_prior(prior_path), decoded,
-                   settings.evaluate.batch_size)
-    gray = scores[GRAY]
+    point = decoded[0]
+    scores = {"val": score(model, store, prior, decoded, settings.evaluate.batch_size)}
+    if test is not None and len(test):
+        scores["test"] = score(model, test, prior, [point], settings.evaluate.batch_size)
+    headline = "test" if "test" in scores else "val"
     cls = model.config.head == "classification"
-    results = {"model": scores[decoded[0]].summary(), "gray": gray.summary(),
-               "head": model.config.head, "val_images": len(store)}
+    results: dict = {"headline": headline, "head": model.config.head}
     if cls:
-        results.update(decoded[0].params())
-    rows = [["gray", "", "", *results["gray"].values()]]
+        results.update(point.params())
+    for split in ("test", "val"):
+        results[split] = ({"images": len(store if split == "val" else test),
+                           "model": scores[split][point].summary(),
+                           "gray": scores[split][GRAY].summary()}
+                          if split in scores else None)
+    val = scores["val"]
+    rows = [["gray", "", "", *val[GRAY].summary().values()]]
     for d in sorted(decoded, key=lambda d: (-d.prior_correction, -d.temperature)):
         rows.append([label(model, d), d.temperature if cls else "",
-                     d.prior_correction if cls else "", *scores[d].summary().values()])
+                     d.prior_correction if cls else "", *val[d].summary().values()])
     write_json(metrics_path, results)
     write_csv(tradeoff_path, ["predictor", "temperature", "prior_correction", *HEADLINE], rows)
+    best = scores[headline]
     write_csv(curve_path, ["threshold", "model", "gray"],
               [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
-               zip(M.AUC_THRESHOLDS, scores[decoded[0]].curve.cmf(), gray.curve.cmf(),
+               zip(M.AUC_THRESHOLDS, best[point].curve.cmf(), best[GRAY].curve.cmf(),
                    strict=True)])
     imaging.save_png(_grid(model, store, settings, decoded), samples_path)
     print(json.dumps(results, indent=2))

@@ -44,9 +44,13 @@ class Scores:
             row["ciede2000"] = M.ciede2000(lab_true, lab_pred)
         if {"psnr", "ssim", "colourfulness_ratio"} & set(self.wanted):
             rgb_true, rgb_pred = lab.lab_to_rgb8(lab_true), lab.lab_to_rgb8(lab_pred)
-            row.update(psnr=M.psnr(rgb_true, rgb_pred), ssim=M.ssim(rgb_true, rgb_pred),
-                       colourfulness=imaging.colourfulness(rgb_pred),
-                       colourfulness_true=imaging.colourfulness(rgb_true))
+            if "psnr" in self.wanted:
+                row["psnr"] = M.psnr(rgb_true, rgb_pred)
+            if "ssim" in self.wanted:
+                row["ssim"] = M.ssim(rgb_true, rgb_pred)
+            if "colourfulness_ratio" in self.wanted:
+                row.update(colourfulness=imaging.colourfulness(rgb_pred),
+                           colourfulness_true=imaging.colourfulness(rgb_true))
         self.rows.append(row)
 
     def summary(self) -> dict[str, float]:

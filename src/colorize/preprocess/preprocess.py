@@ -22,6 +22,7 @@ from colorize.config import DataSettings, PreprocessSettings
 from colorize.data.images import decode, max_file_bytes, resize_square
 from colorize.data.manifest import read_manifest, source_path
 from colorize.data.sources import SourceError, iter_items
+from colorize.data.split import SPLITS
 from colorize.files import write_json
 from colorize.preprocess.store import shard_name, write_index, write_shard
 
@@ -59,7 +60,7 @@ def preprocess(data: DataSettings, settings: PreprocessSettings, manifest_path: 
     out_dir = Path(out_dir)
     workers = settings.workers if workers is None else workers
     plan: dict[str, list[list[dict]]] = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
         split_rows = [r for r in rows if r["split"] == split]
         plan[split] = [split_rows[i:i + settings.shard_size]
                        for i in range(0, len(split_rows), settings.shard_size)]

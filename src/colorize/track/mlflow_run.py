@@ -194,11 +194,13 @@ def run_tags(manifest: str | Path) -> dict[str, str]:
 
 
 def log_datasets(manifest: str | Path) -> None:
-    """The split manifest's train and validation rows as MLflow datasets of the active run,
-    so the UI shows which photos a run saw (and their digest)."""
+    """The split manifest's train, validation and test rows as MLflow datasets of the active
+    run, so the UI shows which photos a run saw, was checked on and is scored on (digests)."""
     rows = pd.read_csv(manifest)
-    for split, context in (("train", "training"), ("val", "validation")):
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "testing")):
         part = rows[rows["split"] == split].reset_index(drop=True)
+        if part.empty:
+            continue
         with warnings.catch_warnings():  # source-kind and integer-column hints: not ours
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(part, source=str(manifest),

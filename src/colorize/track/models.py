@@ -1,7 +1,8 @@
 """Logging and registering models, and the registry's aliases: the one owner of both.
 
 For the pipeline's run, after evaluation:
-  - the evaluation's metrics (eval_model_*, eval_gray_*), grid, curves and trade-off table;
+  - the evaluation's metrics (eval_model_*, eval_gray_*: the test split, the headline;
+    val_model_*, val_gray_*: validation), grid, curves and trade-off table;
   - the network with MLflow's torch flavour (`model`; the pt2 format: a torch.export graph, no
     pickle; tensors in, the head's raw output out);
   - the weights file itself (`checkpoint/model.pt`), which `colorize predict` downloads and reads
@@ -54,8 +55,12 @@ def log_evaluation(settings: Settings, results: dict, *, run_file: str | Path,
     info = mlflow_run.read_run_file(run_file)
     mlflow_run.setup(settings.tracking.experiment)
     with mlflow.start_run(run_id=info["run_id"]):
+        # eval_*: the headline split (test; validation when there is none); val_*: validation.
+        head, val = results[results["headline"]], results["val"]
         for name in ("model", "gray"):
-            mlflow.log_metrics({f"eval_{name}_{k}": v for k, v in results[name].items()})
+            mlflow.log_metrics({f"eval_{name}_{k}": v for k, v in head[name].items()})
+            mlflow.log_metrics({f"val_{name}_{k}": v for k, v in val[name].items()})
+        mlflow.set_tag("eval_split", results["headline"])
         for f in files:
             mlflow.log_artifact(str(f), "evaluation")
         if not settings.tracking.log_model:
@@ -118,7 +123,8 @@ def describe(settings: Settings, version: str, run_id: str, results: dict) -> No
     """Tags and a one-line description, so versions can be told apart in the registry."""
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
-    m, g = results["model"], results["gray"]
+    split = results["headline"]
+    m, g = results[split]["model"], results[split]["gray"]
     experiment = mlflow_run.experiment_name()
     decoding = evaluated_decoding(results)
     tags = {PIPELINE_TAG: experiment, "git_commit": run.data.tags.get("git_commit", ""),
@@ -134,8 +140,9 @@ def describe(settings: Settings, version: str, run_id: str, results: dict) -> No
     client.update_model_version(name, version, description=(
         f"{experiment} ({run.info.run_name}), {results['head']} head{T}, "
         f"{run.data.params.get('train.epochs', '?')} epochs, commit "
-        f"{tags['git_commit'][:8]}: CIEDE2000 {m['ciede2000']} (gray {g['ciede2000']}), AuC "
-        f"{m['auc']} (gray {g['auc']}), colourfulness {m['colourfulness_ratio']}x"))
+        f"{tags['git_commit'][:8]}: {split} split CIEDE2000 {m['ciede2000']} "
+        f"(gray {g['ciede2000']}), AuC {m['auc']} (gray {g['auc']}), colourfulness "
+        f"{m['colourfulness_ratio']}x"))
 
 
 def point_alias(name: str, alias: str, attempts: int = 10) -> str:

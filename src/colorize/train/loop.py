@@ -10,6 +10,8 @@ best, checkpoint. Each piece is a function of its own.
   fp32 with amp "off" (device.py). Optional torch.compile and gradient clipping.
 - Schedule, per step: linear warmup over `warmup_steps` (at most 1/5 of the steps), then
   cosine to lr/100 at the last step (or constant).
+- Optional exponential moving average of the weights (train.ema, `EMA`): then the average is
+  what is validated, kept as the best model and saved.
 - A checkpoint every epoch (train/checkpoint.py): a run resumed after epoch e continues exactly
   as the uninterrupted run would have, on every rank. The best model is the one with the lowest
   validation loss (the training loss).
@@ -17,6 +19,7 @@ best, checkpoint. Each piece is a function of its own.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -75,6 +78,37 @@ class Data:
     val_images: int
 
 
+class EMA:
+    """Exponential moving average of a network's weights and batch-norm statistics.
+
+    After step n (counting from 1) each float tensor e moves toward the live one p by
+    e += (1 - d_n) (p - e), with d_n = min(decay, (1 + n) / (10 + n)): the short warm-up of
+    the decay keeps the random initial weights from lingering in short runs (d_1 = 2/11).
+    Integer buffers (batch-norm's step counter) are copied."""
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.decay, self.updates = decay, 0
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = net.state_dict()
+        for name, e in self.net.state_dict().items():
+            if e.dtype.is_floating_point:
+                e.lerp_(live[name], 1.0 - d)
+            else:
+                e.copy_(live[name])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": self.net.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        self.net.load_state_dict(state["weights"])
+
+
 @dataclass
 class Parts:
     """Everything a step touches. `model` is `net` wrapped for DDP (world > 1), `step` that
@@ -88,6 +122,12 @@ class Parts:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: str
+    ema: EMA | None = None
+
+    @property
+    def kept(self) -> torch.nn.Module:
+        """The weights that are validated and kept: the moving average, or the live ones."""
+        return self.ema.net if self.ema is not None else self.model
 
 
 @dataclass
@@ -152,7 +192,8 @@ def build_parts(settings: Settings, prior: np.ndarray | None, device: torch.devi
         opt, lambda s: lr_factor(s, total_steps, t.warmup_steps, t.lr_schedule))
     return Parts(net, model, torch.compile(model) if t.compile else model,
                  make_loss(settings.model.head, t.loss, prior, t.rebalance).to(device),
-                 opt, sched, grad_scaler(device, t.amp), device, t.amp)
+                 opt, sched, grad_scaler(device, t.amp), device, t.amp,
+                 EMA(net, t.ema) if t.ema else None)
 
 
 def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
@@ -184,6 +225,8 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
         parts.scaler.step(parts.opt)
         parts.scaler.update()
         parts.sched.step()
+        if parts.ema is not None:
+            parts.ema.update(parts.net)
         total += loss.detach()
         if bar_on:
             bar.update()
@@ -197,13 +240,15 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
 
 @torch.no_grad()
 def validate(parts: Parts, loader: DataLoader) -> float:
-    """The training loss over the whole validation split (per-pixel mean, all ranks)."""
-    parts.model.eval()
+    """The training loss of the kept weights over the whole validation split (per-pixel mean,
+    all ranks)."""
+    model = parts.kept
+    model.eval()
     total, n = 0.0, 0
     for L, ab in loader:
         L, ab = _to(L, parts.device), _to(ab, parts.device)
         with autocast(parts.device, parts.amp):
-            out = parts.model(L)
+            out = model(L)
         total += parts.loss(out, ab).item() * len(L)
         n += len(L)
     total, n = dist.all_sum([total, n], parts.device)
@@ -238,8 +283,9 @@ def fit(settings: Settings, data_dir: str | Path, checkpoints: Checkpoints,
                        parts.opt.param_groups[0]["lr"])
         history.append(record)
         if val < best.val_loss:  # lowest validation loss wins (the seed used max: a bug)
+            kept = parts.ema.net if parts.ema is not None else parts.net
             best = Best(val, epoch, {k: v.detach().cpu().clone()
-                                     for k, v in parts.net.state_dict().items()})
+                                     for k, v in kept.state_dict().items()})
         checkpoints.save(_training_state(parts, history, best, settings.preprocess.size))
         if ctx.is_main:
             log(f"epoch {epoch}/{t.epochs}: train {train_loss:.5f} val {val:.5f} "
@@ -261,6 +307,7 @@ def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _training_state(parts: Parts, history: list[Epoch], best: Best, size: int) -> dict:
     return {"network": network_entry(parts.net, size), "optimizer": parts.opt.state_dict(),
             "scheduler": parts.sched.state_dict(), "scaler": parts.scaler.state_dict(),
+            "ema": parts.ema.state_dict() if parts.ema is not None else None,
             "history": [asdict(e) for e in history],
             "best": {"val_loss": best.val_loss, "epoch": best.epoch, "weights": best.weights}}
 
@@ -273,4 +320,6 @@ def _resume(parts: Parts, state: dict | None) -> tuple[list[Epoch], Best]:
     parts.opt.load_state_dict(state["optimizer"])
     parts.sched.load_state_dict(state["scheduler"])
     parts.scaler.load_state_dict(state["scaler"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(state["ema"])
     return [Epoch(**e) for e in state["history"]], Best(**state["best"])
