@@ -27,11 +27,13 @@ def test_miniplaces_archive_through_prepare_and_preprocess(settings, tmp_path):
     assert report["used"] + report["rejected"] == 11_000
     assert sum(report["rejected_by_reason"].values()) == report["rejected"]
     assert report["rejected_by_reason"].get("near_gray", 0) > 0  # the archive has gray photos
-    assert report["train"] + report["val"] == report["used"]
+    assert report["train"] + report["val"] + report["test"] == report["used"]
     assert 0.08 < report["val"] / report["used"] < 0.10
+    assert 0.18 < report["test"] / report["used"] < 0.22  # params.yaml's test_fraction 0.2
     stats = preprocess(data, s.preprocess,
                        tmp_path / "interim/manifest.csv", tmp_path / "processed", workers=2,
                        stats_path=tmp_path / "stats.json")
     assert stats["converted"] == report["used"]
     assert len(LabStore(tmp_path / "processed/train")) == report["train"]
     assert len(LabStore(tmp_path / "processed/val")) == report["val"]
+    assert len(LabStore(tmp_path / "processed/test")) == report["test"]
