@@ -32,7 +32,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from colorize import lab
 from colorize.evaluate.score import GRAY, Scores
-from colorize.imaging import sample_grid, save_png
 from colorize.model import bins, decoders
 from colorize.model.file import load_model
 from colorize.model.network import Colorizer
@@ -132,10 +131,8 @@ def score_ways(model, ways, L, ab_true, raw, raw_flip, prior, allowed, batch=64,
             ab = decode(model, w, raw[i:i + batch],
                         None if raw_flip is None else raw_flip[i:i + batch], Lt,
                         allowed).numpy()
-            for j in range(len(Lb)):
-                scores[w].add(Lb[j], tb[j], ab[j], weight[j])
-        for j in range(len(Lb)):
-            scores[GRAY].add(Lb[j], tb[j], np.zeros_like(tb[j]), weight[j])
+            scores[w].add_batch(Lb, tb, ab, weight)
+        scores[GRAY].add_batch(Lb, tb, np.zeros_like(tb), weight)
     return {(k if k == GRAY else k.label()): v.summary() for k, v in scores.items()}
 
 
@@ -182,9 +179,6 @@ def main() -> None:
     ap.add_argument("--search", action="store_true", help="score every candidate decoding on "
                     "validation and choose by the rule (else only the reference rows)")
     ap.add_argument("--out", type=Path, default=Path("quality.json"))
-    ap.add_argument("--grid", type=Path, help="PNG: the first model's reference and chosen "
-                    "decodings on test photos, side by side")
-    ap.add_argument("--grid-photos", type=int, default=8)
     ap.add_argument("--limit", type=int, default=0, help="score only this many photos a split "
                     "(a quick check of the script)")
     args = ap.parse_args()
@@ -243,15 +237,6 @@ def main() -> None:
                         "training_forward_tflop": int(crops) * flops / 1e12,
                         "chosen": [w.label() for w in chosen], "val": val, "test": test}
         args.out.write_text(json.dumps(report, indent=1))
-        if args.grid and len(report) == 1:
-            ways = list(dict.fromkeys(reference + chosen))
-            n = args.grid_photos
-            L, ab_true = (x[:n] for x in splits["test"])
-            preds = [decode(model, w, raw["test"][:n], raw_flip["test"][:n],
-                            torch.from_numpy(L)[:, None], allowed).numpy() for w in ways]
-            save_png(sample_grid(L, preds, ab_true,
-                                 labels=("gray", *(w.label() for w in ways), "truth")),
-                     args.grid)
 
 
 if __name__ == "__main__":

@@ -60,21 +60,21 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
              samples_path: str | Path, curve_path: str | Path) -> dict:
     model, size, _ = load_model(model_path)
     prior = bins.load_prior(prior_path)
-    store = LabStore(Path(data_dir) / "val")
-    test_dir = Path(data_dir) / "test"
-    test = LabStore(test_dir) if (test_dir / INDEX).exists() else None
+    stores = {"val": LabStore(Path(data_dir) / "val")}
+    if (Path(data_dir) / "test" / INDEX).exists():
+        stores["test"] = LabStore(Path(data_dir) / "test")
+    stores = {split: s for split, s in stores.items() if len(s) or split == "val"}
     decoded = decodings(settings, model)
     point = decoded[0]
-    scores = {"val": score(model, store, prior, decoded, settings.evaluate.batch_size)}
-    if test is not None and len(test):
-        scores["test"] = score(model, test, prior, [point], settings.evaluate.batch_size)
+    scores = {split: score(model, s, prior, decoded if split == "val" else [point],
+                           settings.evaluate.batch_size) for split, s in stores.items()}
     headline = "test" if "test" in scores else "val"
     cls = model.config.head == "classification"
     results: dict = {"headline": headline, "head": model.config.head}
     if cls:
         results.update(point.params())
     for split in ("test", "val"):
-        results[split] = ({"images": len(store if split == "val" else test),
+        results[split] = ({"images": len(stores[split]),
                            "model": scores[split][point].summary(),
                            "gray": scores[split][GRAY].summary()}
                           if split in scores else None)
@@ -90,7 +90,7 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
               [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
                zip(M.AUC_THRESHOLDS, best[point].curve.cmf(), best[GRAY].curve.cmf(),
                    strict=True)])
-    imaging.save_png(_grid(model, store, settings, decoded), samples_path)
+    imaging.save_png(_grid(model, stores["val"], settings, decoded), samples_path)
     print(json.dumps(results, indent=2))
     return results
 

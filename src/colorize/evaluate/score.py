@@ -53,6 +53,12 @@ class Scores:
                            colourfulness_true=imaging.colourfulness(rgb_true))
         self.rows.append(row)
 
+    def add_batch(self, L: np.ndarray, ab_true: np.ndarray, ab_pred: np.ndarray,
+                  weight: np.ndarray) -> None:
+        """A batch: L (N, H, W), ab (N, 2, H, W), weight (N, H, W)."""
+        for i in range(len(L)):
+            self.add(L[i], ab_true[i], ab_pred[i], weight[i])
+
     def summary(self) -> dict[str, float]:
         out = {"auc": self.curve.auc(), "auc_rebalanced": self.rebalanced.auc()}
         for k in ("mse_ab", "psnr", "ssim", "ciede2000"):
@@ -82,6 +88,5 @@ def score(model: Colorizer, store: LabStore, prior: np.ndarray, decodings: list[
         preds = predict_ab(model, L, list(decodings), batch_size=len(L))
         preds += [np.zeros_like(ab_true)] if gray else []
         for key, ab_pred in zip(scores, preds, strict=True):
-            for i in range(len(L)):
-                scores[key].add(L[i], ab_true[i], ab_pred[i], weight[i])
+            scores[key].add_batch(L, ab_true, ab_pred, weight)
     return scores

@@ -33,9 +33,9 @@ L_BANDS = 10  # lightness gamut: bands of 10 L* units
 
 
 @lru_cache(maxsize=1)
-def _chroma_hue() -> tuple[np.ndarray, np.ndarray]:
+def _chroma() -> np.ndarray:
     c = bins.centres().astype(np.float64)
-    return np.hypot(c[:, 0], c[:, 1]), np.arctan2(c[:, 1], c[:, 0])
+    return np.hypot(c[:, 0], c[:, 1])
 
 
 def fading(probs: torch.Tensor, quantile: float, gamma: float) -> torch.Tensor:
@@ -47,7 +47,7 @@ def fading(probs: torch.Tensor, quantile: float, gamma: float) -> torch.Tensor:
             R = |sum_q p_q ab_q| / sum_q p_q |ab_q| in [0, 1] is 1 when all the mass lies in
             one direction and small when likely colours disagree in hue.
     With quantile at the mean chroma and gamma 1 this is the plain mean."""
-    chroma, _ = _chroma_hue()
+    chroma = _chroma()
     order = np.argsort(chroma, kind="stable")
     c_sorted = torch.as_tensor(chroma[order], dtype=probs.dtype, device=probs.device)
     p = probs[:, torch.as_tensor(order, device=probs.device)]
