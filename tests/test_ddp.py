@@ -52,7 +52,7 @@ def _crops(store, workers: int, epoch: int = 1) -> list[np.ndarray]:
     sampler.set_epoch(epoch)
     loader = DataLoader(LabDataset(store, train_transform(32, 0.3), seed=0), batch_size=1,
                         sampler=sampler, num_workers=workers)
-    return [ab.numpy() for _, ab in loader]
+    return [ab.numpy() for _, ab, _ in loader]
 
 
 def test_workers_draw_their_own_crops_and_a_rerun_repeats_them(same_photo_store):

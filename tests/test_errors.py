@@ -8,7 +8,8 @@ import torch
 import yaml
 
 from colorize.cli import main
-from conftest import BIN, REPO, photo_tiles, write_rgb
+from colorize.model.file import save_model
+from conftest import BIN, REPO, network, photo_tiles, write_rgb
 
 
 class MakesAFile:
@@ -43,6 +44,7 @@ def _params(path, section, key, value=None, delete=False):
     path.write_text(yaml.safe_dump(p))
 
 
+DECODING = ["--temperature", "0.2", "--prior-correction", "0.55"]  # outside a repository
 CASES = [
     # (name, setup(workdir), argv, start of the message)
     ("bad value", lambda d: _params(d / "params.yaml", "train", "lr", -1),
@@ -90,7 +92,35 @@ CASES = [
     ("unwritable output folder", lambda d: (d / "taken").write_text("a file"),
      ["predict", "photos", "--out", "taken/sub", "--model", "nope.pt"], "taken"),
     ("sweep --apply without a study", lambda d: None, ["sweep", "--apply"], "no study to apply"),
+    ("hint for a model without hints", lambda d: _model(d / "m.pt", hints=False),
+     ["predict", "photos/p0.png", "--out", "o", "--model", "m.pt", "--hint", "1,1,#ff0000"],
+     "this model takes no colour hints"),
+    ("hint for several photos", lambda d: None,
+     ["predict", "photos", "--out", "o", "--hint", "1,1,#ff0000"], "--hint: for one photo"),
+    ("hint with a bad colour", lambda d: None,
+     ["predict", "photos/p0.png", "--out", "o", "--hint", "1,1,red"],
+     "--hint 1,1,red: 'red' is not a colour (#rrggbb"),
+    ("hint without a colour", lambda d: None,
+     ["predict", "photos/p0.png", "--out", "o", "--hint", "1,1"], "--hint: '1,1' is not X,Y,"),
+    ("hint outside the photo", lambda d: _model(d / "h.pt", hints=True),
+     ["predict", "photos/p0.png", "--out", "o", "--model", "h.pt", "--hint", "40,1,#ff0000",
+      *DECODING],
+     "photos/p0.png: hint 40,1,#ff0000 is outside the photo (40 x 40 pixels"),
+    ("hints file not JSON", lambda d: (d / "h.json").write_text("{nope"),
+     ["predict", "photos", "--out", "o", "--hints", "h.json"], "--hints h.json: not JSON"),
+    ("hints file with a bad hint", lambda d: (d / "h.json").write_text(
+        '{"p0.png": [[1, 1, "#ff0000"], [1, "x", "#ff0000"]]}'),
+     ["predict", "photos", "--out", "o", "--hints", "h.json"],
+     "--hints h.json: p0.png hint 2 y: 'x' is not a pixel coordinate"),
+    ("hints for a photo not given", lambda d: (_model(d / "h.pt", hints=True), (
+        d / "h.json").write_text('{"p9.png": [[1, 1, "#ff0000"]]}')),
+     ["predict", "photos", "--out", "o", "--model", "h.pt", "--hints", "h.json", *DECODING],
+     "hints for p9.png: no such photo among the inputs"),
 ]
+
+
+def _model(path, hints):
+    save_model(network(decoder_width=16, hints=hints), path, size=32)
 
 
 @pytest.mark.parametrize("name,setup,argv,message", CASES, ids=[c[0] for c in CASES])

@@ -534,6 +534,12 @@ def test_oversized_architecture_is_refused_by_the_real_cli(tmp_path, model_entry
 
 # --- params.yaml ----------------------------------------------------------------------------
 
+def _line(key: str) -> int:
+    """The line number of `  key:` in the repository's params.yaml (the first one)."""
+    lines = (REPO / "params.yaml").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.startswith(f"  {key}:"))
+
+
 def _params(**replace: str) -> str:
     """The repository's params.yaml with lines `  key: value` replaced (key: 'section.key')."""
     text = (REPO / "params.yaml").read_text()
@@ -574,9 +580,10 @@ PARAMS_CASES = [
     ("alias-name-100k", _params() + f"x: &{'a' * LONG} 1\ny: *{'a' * LONG}\n",
      "aliases are not allowed"),
     ("integer-5000-digits", _params(**{"data.max_pixels": "1" + "0" * 5000}),
-     "line 12: '10000000000000000000000000000000000000000000000000000000... cannot be read"),
+     f"line {_line('max_pixels')}: '10000000000000000000000000000000000000000000000000000000"
+     "... cannot be read"),
     ("impossible-date", _params(**{"train.seed": "2020-13-45"}),
-     "line 23: '2020-13-45' cannot be read (month must be in 1..12)"),
+     f"line {_line('seed')}: '2020-13-45' cannot be read (month must be in 1..12)"),
     ("unhashable-key", _params() + "? [1, 2]\n: x\n", "not valid YAML"),
     ("reserved-alias-100k", _params(**{"tracking.alias": "v" + "1" * LONG}),
      "tracking.alias: 'v111"),

@@ -7,6 +7,7 @@ import json
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -53,6 +54,16 @@ def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     rows = (root / "plots/tradeoff.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [
         "gray", *(f"T={t} A={a}" for a in (0.55, 0) for t in (1, 0.6, 0.38, 0.2))]
+    hints = [r.split(",") for r in (root / "plots/hints.csv").read_text().splitlines()]
+    assert hints[0] == ["hints", "model_ciede2000", "gray_ciede2000", "model_psnr", "gray_psnr"]
+    assert [int(r[0]) for r in hints[1:]] == [0, 1, 2, 5, 10]
+    val = metrics["val"]
+    assert float(hints[1][1]) == val["model"]["ciede2000"]  # 0 hints: the operating point
+    assert float(hints[1][2]) == val["gray"]["ciede2000"]
+    # The default network has no hint channels: its scores do not move with hints; gray with
+    # the hints painted in does.
+    assert {r[1] for r in hints[1:]} == {hints[1][1]}
+    assert float(hints[-1][2]) < float(hints[1][2])
     # The prior comes from the training split only and is a distribution.
     prior = np.load(root / "data/prior/ab_prior.npy")
     assert prior.shape == (262,) and abs(prior.sum() - 1) < 1e-9
@@ -95,6 +106,7 @@ def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     assert {"samples/epoch_001.png", "samples/epoch_002.png"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/samples.png" in evaluation and "evaluation/tradeoff.csv" in evaluation
+    assert "evaluation/hints.csv" in evaluation
     assert "models/run.json" in (root / "dvc.lock").read_text()
 
 
@@ -111,6 +123,7 @@ def test_registered_version_is_described_aliased_and_colorizes(repo):
     version = client.get_model_version_by_alias("colorizer", "workspace")
     assert version.run_id == _run_id(root)
     assert version.tags["pipeline"] == "workspace" and version.tags["head"] == "classification"
+    assert version.tags["hints"] == "false"  # the default network takes no colour hints
     assert "CIEDE2000" in version.description and "gray" in version.description
     # The registered pyfunc (logged from code) takes image files, answers full-size images,
     # and takes the temperature as a request parameter.
@@ -127,6 +140,13 @@ def test_registered_version_is_described_aliased_and_colorizes(repo):
     assert not np.array_equal(outs[0], outs[1])  # T changes the colours
     # No parameters: the evaluated decoding (T 0.2, A 0.55), the same pixels as asking for it.
     assert np.array_equal(outs[2], outs[3])
+    # The optional `hints` column passes the signature; a network without hint channels
+    # answers that row's error and the other rows as usual.
+    request["hints"] = ['[[1, 1, "#ff0000"]]']
+    answer = service.predict(pd.concat([request, image_frame([encode_png(photo)])],
+                                       ignore_index=True))
+    assert "takes no colour hints" in answer["error"][0] and answer["image"][0] == ""
+    assert answer["error"][1] == "" and answer["image"][1]
     assert list(answers[0].columns) == ["image", "error"]
     with pytest.raises(Exception, match="temperature"):
         service.predict(image_frame([encode_png(photo)]), params={"temperature": -1.0})

@@ -229,9 +229,9 @@ def test_batches_hold_a_bounded_number_of_pixels(model_file, tmp_path, monkeypat
         write_rgb(tmp_path / "in" / f"{name}.png", _photo(h, w))
     batches = []
 
-    def recording(model, size, photos, decoding, amp="auto"):
+    def recording(model, size, photos, decoding, amp="auto", hints=None):
         batches.append([p.shape[0] * p.shape[1] for p in photos])
-        return colorize_batch(model, size, photos, decoding, amp)
+        return colorize_batch(model, size, photos, decoding, amp, hints)
 
     monkeypatch.setattr(run, "colorize_batch", recording)
     monkeypatch.setattr(run, "BATCH_PIXELS", 5000)

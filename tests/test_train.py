@@ -100,6 +100,23 @@ def test_a_moving_average_run_resumes_exactly_and_keeps_the_average(tiny, tmp_pa
         assert torch.equal(full.model.state_dict()["head.weight"], kept["head.weight"])
 
 
+def test_a_scene_loss_run_resumes_exactly_with_its_classifier(tiny, tmp_path):
+    settings, data = tiny  # the photos sit in two folders, sub0 and sub1: two scene classes
+    settings = settings.override(data={"labels": "folders"}, model={"global_context": True},
+                                 train={"scene_loss": 1.0})
+    full = fit(settings, data, tmp_path / "full")
+    scene = [e.scene_loss for e in full.history]
+    assert all(0 < s < 5 for s in scene)  # (that it learns: tests/test_scene.py)
+    with pytest.raises(Interrupted):
+        fit(settings, data, tmp_path / "cut", on_epoch=_stop_after(2))
+    resumed = fit(settings, data, tmp_path / "cut")  # the classifier comes back too
+    assert [e.scene_loss for e in resumed.history] == scene
+    assert _losses(resumed.history) == _losses(full.history)
+    assert read_state(tmp_path / "cut" / "last.pt")["scene"]["classifier.weight"].shape == (
+        2, 256)
+    assert not full.model.global_context.pool._forward_hooks  # the saved network is plain
+
+
 def test_the_test_split_never_enters_training(tiny, tmp_path):
     settings, data = tiny
     clean = fit(settings, data, tmp_path / "clean")
@@ -149,8 +166,8 @@ def test_an_epoch_and_a_validation_run_on_their_own(tiny):
     before = loop.validate(parts, batches.val)
     assert loop.validate(parts, batches.val) == before  # evaluation mode changes nothing
     head = parts.net.head.weight.detach().clone()
-    loss, speed = loop.train_epoch(parts, batches, 1, settings, bar_on=False)
-    assert np.isfinite(loss) and speed > 0
+    loss, speed, scene = loop.train_epoch(parts, batches, 1, settings, bar_on=False)
+    assert np.isfinite(loss) and speed > 0 and scene == 0  # no scene loss by default
     assert not torch.equal(head, parts.net.head.weight)  # it stepped
     assert parts.sched.last_epoch == batches.steps  # one schedule step per optimizer step
     assert loop.validate(parts, batches.val) != before

@@ -84,7 +84,8 @@ def cmd_evaluate(args) -> int:
 
     s = _settings(args)
     outputs = {"metrics_path": args.metrics, "tradeoff_path": args.tradeoff,
-               "samples_path": args.samples, "curve_path": args.curve}
+               "samples_path": args.samples, "curve_path": args.curve,
+               "hints_path": args.hints}
     results = evaluate(s, model_path=args.model, data_dir=args.data, prior_path=args.prior,
                        **outputs)
     log_evaluation(s, results, run_file=args.run_file, model_path=args.model,
@@ -107,8 +108,26 @@ def cmd_predict(args) -> int:
     temperature, correction = _decoding(args)
     result = predict(args.inputs, args.out, args.model, args.batch_size,
                      amp="off" if args.fp32 else "auto", temperature=temperature,
-                     correction=correction)
+                     correction=correction, hints=_hints(args))
     return 1 if result["skipped"] else 0
+
+
+def _hints(args) -> dict | None:
+    """--hint (one photo) and --hints FILE.json -> the hints per photo (model/hints.py)."""
+    if not args.hint and not args.hints:
+        return None
+    from colorize.errors import UserError
+    from colorize.model import hints
+
+    if args.hint and args.hints:
+        raise UserError("--hint and --hints: give the hints one way (--hints FILE.json holds "
+                        "them for several photos)")
+    if args.hints:
+        return hints.read_file(args.hints)
+    if len(args.inputs) != 1 or os.path.isdir(args.inputs[0]):
+        raise UserError("--hint: for one photo; for several, write them to a file for --hints "
+                        'FILE.json ({"photo.jpg": [[x, y, "#rrggbb"], ...]})')
+    return {args.inputs[0]: [hints.parse(h) for h in args.hint]}
 
 
 def _decoding(args) -> tuple[float | None, float | None]:
@@ -237,6 +256,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", default="plots/samples.png", help="labelled grid (output)")
     p.add_argument("--curve", default="plots/ab_error_cmf.csv",
                    help="cumulative ab-error curve (output)")
+    p.add_argument("--hints", default="plots/hints.csv",
+                   help="CIEDE2000 and PSNR against the number of colour hints (output)")
 
     p = stage("predict", cmd_predict, "colorize your own photos at full resolution",
               "Writes one PNG per photo: a file named on the command line -> OUT/<name>.png, "
@@ -258,6 +279,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="photos per network call")
     p.add_argument("--fp32", action="store_true",
                    help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
+    p.add_argument("--hint", action="append", default=[], metavar="X,Y,#RRGGBB",
+                   help="a colour hint for a model trained with model.hints: the point X, Y "
+                   "(the photo's pixels, from its top-left corner) has this sRGB colour (its "
+                   "a*b*; the photo keeps its L*); repeatable; one photo only")
+    p.add_argument("--hints", default=None, metavar="FILE.json",
+                   help='hints for several photos: {"photo.jpg": [[x, y, "#rrggbb"], '
+                   '[x, y, "#rrggbb", side], ...]} (keys: the path given or the file name; '
+                   "side: the square's side in the photo's pixels, default 1)")
     p = stage("request", cmd_request, "colorize photos with a served model over HTTP",
               "Posts each photo (any size) to URL/invocations of `mlflow models serve` and "
               "writes OUT/<name>.png; a photo the server refuses is skipped and listed.")

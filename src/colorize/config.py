@@ -68,6 +68,8 @@ class DataSettings(Section):
     test_fraction: Annotated[Number, Field(ge=0, lt=1)]
     min_size: Annotated[StrictInt, Field(ge=1)]
     min_colourfulness: Annotated[Number, Field(ge=0)]
+    min_train_colourfulness: Annotated[Number, Field(ge=0)]  # training split only
+    labels: Literal["none", "folders"]  # scene classes: none, or each photo's folder
     max_flat_fraction: Annotated[Number, Field(ge=0, le=1)]
     max_pixels: Annotated[StrictInt, Field(ge=1)]
 
@@ -90,6 +92,8 @@ class ModelSettings(Section):
     trunk_depth: Literal[2, 3, 4]
     logit_stride: Literal[2, 4]  # classification head: logits at 1/stride of the input size
     decoder_width: Annotated[StrictInt, Field(ge=4, le=2048, multiple_of=4)]
+    global_context: StrictBool  # a pooled image vector fused into the decoder (Iizuka 2016)
+    hints: StrictBool  # three more input channels: colour hints (model/hints.py)
 
 
 class TrainSettings(Section):
@@ -110,6 +114,7 @@ class TrainSettings(Section):
     warmup_steps: Annotated[StrictInt, Field(ge=0)]
     grad_clip: Annotated[Number, Field(ge=0)]  # max gradient norm; 0 = off
     ema: Annotated[Number, Field(ge=0, lt=1)]  # weight-averaging decay; 0 = off
+    scene_loss: Annotated[Number, Field(ge=0)]  # weight of the scene-classification loss
     compile: StrictBool
     nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
 
@@ -195,6 +200,16 @@ class Settings(Section):
         if self.train.crop > self.preprocess.size:
             raise ValueError(f"train.crop: {self.train.crop} is larger than preprocess.size "
                              f"{self.preprocess.size}")
+        return self
+
+    @model_validator(mode="after")
+    def _scene_loss_has_labels(self) -> Settings:
+        if self.train.scene_loss and self.data.labels == "none":
+            raise ValueError(f"train.scene_loss: {self.train.scene_loss} needs scene labels "
+                             "(data.labels: folders)")
+        if self.train.scene_loss and not self.model.global_context:
+            raise ValueError(f"train.scene_loss: {self.train.scene_loss} needs the global "
+                             "context vector it classifies (model.global_context: true)")
         return self
 
     def flat(self) -> dict[str, Any]:

@@ -115,10 +115,15 @@ def prepare(settings: DataSettings, out_dir: str | Path, report_path: str | Path
             rejected.append({"name": item.name, "reason": reason, "detail": detail})
             continue
         seen[image_id] = item.name
-        manifest.append({"id": image_id, "split": split_of(image_id, settings.val_fraction,
-                                                         settings.test_fraction),
-                         "name": item.name, **measures, "origin": item.origin,
-                         "licence": item.licence})
+        split = split_of(image_id, settings.val_fraction, settings.test_fraction)
+        if split == "train" and measures["colourfulness"] < settings.min_train_colourfulness:
+            rejected.append({"name": item.name, "reason": "pale_for_training",
+                             "detail": f"colourfulness {measures['colourfulness']:.1f} < "
+                                       "data.min_train_colourfulness="
+                                       f"{settings.min_train_colourfulness}"})
+            continue
+        manifest.append({"id": image_id, "split": split, "name": item.name, **measures,
+                         "origin": item.origin, "licence": item.licence})
     write_csv(out_dir / "rejected.csv", REJECT_FIELDS, rejected)
     _list_rejections(rejected, out_dir)
     if not manifest:

@@ -17,6 +17,11 @@ Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
   samples   (plots/samples.png)        validation photos: gray input | prediction(s) | truth
   curve     (plots/ab_error_cmf.csv)   the headline split's cumulative ab-error curve behind
                                        AuC, model vs gray
+  hints     (plots/hints.csv)          validation split, CIEDE2000 and PSNR with 0, 1, 2, 5, 10
+                                       colour hints simulated from the truth: the model (a
+                                       network without hint channels ignores them: its 0-hint
+                                       scores on every row) beside gray with the hints painted
+                                       in; the 0 row is the operating point's above
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from colorize.model.inference import predict_ab
 from colorize.model.network import Colorizer
 from colorize.preprocess.store import INDEX, LabStore
 
+HINT_COUNTS = (0, 1, 2, 5, 10)
+
 
 def decodings(settings: Settings, model: Colorizer) -> list[Decoding]:
     """What is scored: the operating point first, then every evaluate.temperature at the
@@ -57,7 +64,7 @@ def label(model: Colorizer, d: Decoding) -> str:
 
 def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path,
              prior_path: str | Path, metrics_path: str | Path, tradeoff_path: str | Path,
-             samples_path: str | Path, curve_path: str | Path) -> dict:
+             samples_path: str | Path, curve_path: str | Path, hints_path: str | Path) -> dict:
     model, size, _ = load_model(model_path)
     prior = bins.load_prior(prior_path)
     stores = {"val": LabStore(Path(data_dir) / "val")}
@@ -70,7 +77,8 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
                            settings.evaluate.batch_size) for split, s in stores.items()}
     headline = "test" if "test" in scores else "val"
     cls = model.config.head == "classification"
-    results: dict = {"headline": headline, "head": model.config.head}
+    results: dict = {"headline": headline, "head": model.config.head,
+                     "hints": model.config.hints}
     if cls:
         results.update(point.params())
     for split in ("test", "val"):
@@ -90,9 +98,28 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
               [[int(t), f"{a:.5f}", f"{b:.5f}"] for t, a, b in
                zip(M.AUC_THRESHOLDS, best[point].curve.cmf(), best[GRAY].curve.cmf(),
                    strict=True)])
+    write_csv(hints_path, ["hints", "model_ciede2000", "gray_ciede2000", "model_psnr",
+                           "gray_psnr"],
+              _hint_rows(model, stores["val"], prior, point, val, settings.evaluate.batch_size))
     imaging.save_png(_grid(model, stores["val"], settings, decoded), samples_path)
     print(json.dumps(results, indent=2))
     return results
+
+
+def _hint_rows(model: Colorizer, store: LabStore, prior: np.ndarray, point: Decoding,
+               plain: dict, batch_size: int) -> list[list]:
+    """CIEDE2000 and PSNR with each of HINT_COUNTS simulated hints: the model at the operating
+    point and gray with the hints painted in. 0 hints: `plain`. A network without hint
+    channels is not run again: its output does not depend on them."""
+    rows = []
+    for k in HINT_COUNTS:
+        scores = plain if k == 0 else score(
+            model, store, prior, [point] if model.config.hints else [], batch_size,
+            wanted=("ciede2000", "psnr"), hint_count=k)
+        m = scores.get(point, plain[point]).summary()
+        g = scores[GRAY].summary()
+        rows.append([k, m["ciede2000"], g["ciede2000"], m["psnr"], g["psnr"]])
+    return rows
 
 
 def _grid(model: Colorizer, store: LabStore, settings: Settings, decoded: list[Decoding]

@@ -1,6 +1,9 @@
 """Scoring a model on a LAB store: its metrics at each decoding, beside the gray baseline.
 Shared by the evaluate stage and the sweep's per-epoch objective; the network runs on its own
-device (model/inference.py), the metrics on the host.
+device (model/inference.py), the metrics on the host. With `hint_count` k, every image gets k
+colour hints simulated from its truth (model/hints.py, the same for every model): a network
+that takes hints gets them, and the gray baseline becomes gray with the hint patches painted
+in (what the hints alone give, without a network).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from tqdm import tqdm
 from colorize import imaging, lab
 from colorize.decoding import Decoding
 from colorize.evaluate import metrics as M
-from colorize.model import bins
+from colorize.model import bins, hints
 from colorize.model.inference import predict_ab
 from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
@@ -74,8 +77,10 @@ class Scores:
 
 def score(model: Colorizer, store: LabStore, prior: np.ndarray, decodings: list[Decoding],
           batch_size: int = 16, wanted: tuple[str, ...] = HEADLINE, gray: bool = True,
-          progress: bool = True) -> dict[Decoding | str, Scores]:
-    """Scores of the model at each decoding (and of gray, under GRAY) over the store."""
+          progress: bool = True, hint_count: int | None = None
+          ) -> dict[Decoding | str, Scores]:
+    """Scores of the model at each decoding (and of gray, under GRAY) over the store; no
+    decodings: gray alone, without running the network."""
     inverse_prior = 1.0 / np.maximum(prior, 1e-12)
     scores: dict[Decoding | str, Scores] = {d: Scores(wanted) for d in decodings}
     if gray:
@@ -85,8 +90,12 @@ def score(model: Colorizer, store: LabStore, prior: np.ndarray, decodings: list[
         labs = store.batch(start, min(start + batch_size, len(store)))
         L, ab_true = labs[:, 0], labs[:, 1:]
         weight = inverse_prior[bins.nearest_bin(ab_true.transpose(0, 2, 3, 1))]
-        preds = predict_ab(model, L, list(decodings), batch_size=len(L))
-        preds += [np.zeros_like(ab_true)] if gray else []
+        given = None if hint_count is None else hints.for_evaluation(ab_true, hint_count, start)
+        preds = predict_ab(model, L, list(decodings), batch_size=len(L),
+                           hints=given if model.config.hints else None) if decodings else []
+        if gray:
+            preds.append(np.zeros_like(ab_true) if given is None
+                         else given[:, :2] * lab.AB_SCALE)
         for key, ab_pred in zip(scores, preds, strict=True):
             scores[key].add_batch(L, ab_true, ab_pred, weight)
     return scores

@@ -8,7 +8,9 @@ can be used like a model file. Files are read with `torch.load(weights_only=True
 someone hands you may hold tensors and plain values only, never code, so opening a model file
 cannot run anything. A file that is not a colorize model (or that tries to smuggle in objects)
 is refused with a ModelError. Files of format 2 (the network's parts numbered, not named) are
-read too: the weights are the same tensors in the same order.
+read too: the weights are the same tensors in the same order. Model sections written before a
+part became optional lack its key (ADDED_KEYS): they read as that part off, which is what they
+built.
 
 Bounded before anything is built: the archive must be torch.save's (a zip of uncompressed
 records, so nothing is inflated; the tensors are memory-mapped, not read), its recorded
@@ -36,6 +38,8 @@ from colorize.model.network import Colorizer
 FORMAT = "colorize-model/3"
 FORMAT_V2 = "colorize-model/2"
 CHECKPOINT_FORMAT = "colorize-checkpoint/2"
+# model section keys added since format 3, with the value every earlier file built
+ADDED_KEYS = {"global_context": False, "hints": False}
 # The pickled part of a model file (names, values, tensor references) is a few hundred KB.
 MAX_PICKLE_BYTES = 64 << 20
 
@@ -127,7 +131,8 @@ def load_model(path: str | Path) -> tuple[Colorizer, int, dict]:
     if state.get("format") != FORMAT:
         raise ModelError(f"{path}: not a colorize model file (expected {FORMAT} or a training "
                          "checkpoint); retrain, or convert it with a matching colorize version")
-    config = _validated(ModelSettings, _field(state, "model", dict, path), f"{path}: model")
+    config = _validated(ModelSettings, {**ADDED_KEYS, **_field(state, "model", dict, path)},
+                        f"{path}: model")
     size = _validated(Multiple8, state.get("size"), f"{path}: size")
     meta = _meta(_field(state, "meta", dict, path, optional=True), path)
     weights = _field(state, "state_dict", dict, path)
@@ -187,7 +192,7 @@ def _upgrade_v2(state: dict, path: str | Path) -> dict:
     """Format 2 numbered the network's parts (trunk.5, decoder.7, ...); format 3 names them.
     The modules were built in the same order, so the tensors pair up in order (checked by
     shape). Format 2's model section may lack logit_stride, which was then always 4."""
-    arch = {"logit_stride": 4, **_field(state, "model", dict, path)}
+    arch = {"logit_stride": 4, **ADDED_KEYS, **_field(state, "model", dict, path)}
     with torch.device("meta"):
         names = build(arch, f"{path}: model").state_dict()
     old = _field(state, "state_dict", dict, path)

@@ -20,9 +20,11 @@ def device_of(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict_ab(model: Colorizer, L: np.ndarray, decodings: list[Decoding | None] | None = None,
-               batch_size: int = 16, amp: str = "off") -> list[np.ndarray]:
+               batch_size: int = 16, amp: str = "off", hints: np.ndarray | None = None
+               ) -> list[np.ndarray]:
     """L* (N, H, W) in [0, 100], H and W multiples of 8 -> for each decoding, the predicted ab
-    (N, 2, H, W) float32 in ab units, from one forward pass per batch.
+    (N, 2, H, W) float32 in ab units, from one forward pass per batch. `hints`: the hint
+    channels (N, 3, H, W) of model/hints.py, for a network that takes them (none: no hints).
 
     amp "auto": channels_last + bf16 autocast where the device supports it (faster); "off":
     plain fp32, which evaluation uses so that metrics do not depend on the CPU. A decoding of
@@ -34,9 +36,11 @@ def predict_ab(model: Colorizer, L: np.ndarray, decodings: list[Decoding | None]
     fmt = torch.channels_last if amp != "off" else torch.contiguous_format
     out: list[list[np.ndarray]] = [[] for _ in decodings]
     for i in range(0, len(L), batch_size):
-        x = torch.from_numpy(np.asarray(L[i:i + batch_size], np.float32))[:, None].to(device)
+        x = lab.normalize_l(torch.from_numpy(np.asarray(L[i:i + batch_size], np.float32))[:, None])
+        if hints is not None:
+            x = torch.cat([x, torch.from_numpy(np.asarray(hints[i:i + batch_size], np.float32))], 1)
         with autocast(device, amp):
-            y = model(lab.normalize_l(x).contiguous(memory_format=fmt))
+            y = model(x.to(device).contiguous(memory_format=fmt))
         for d, parts in zip(decodings, out, strict=True):
             ab = model.decode(y, d.temperature, d.prior_correction)
             parts.append(lab.denormalize_ab(ab).float().cpu().numpy())

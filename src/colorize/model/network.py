@@ -1,15 +1,20 @@
 """The colorization network, built from params.yaml's `model` section, with named parts.
 
-    trunk     ResNet-18 on one channel (L): conv1, bn1, relu, maxpool, then its stages
-              layer1 (64 channels at 1/4), layer2 (128 at 1/8) and, with model.trunk_depth 3
-              and 4, layer3 (256 at 1/16) and layer4 (512 at 1/32). Random initialisation:
-              weights are never loaded from a hub.
+    trunk     ResNet-18 on one channel (L), or four with model.hints (L, then the hint
+              channels of model/hints.py: ab and mask; zeros when none are given): conv1,
+              bn1, relu, maxpool, then its stages layer1 (64 channels at 1/4), layer2 (128
+              at 1/8) and, with model.trunk_depth 3 and 4, layer3 (256 at 1/16) and layer4
+              (512 at 1/32). Random initialisation: weights are never loaded from a hub.
     context   (trunk_depth 3, 4) from the deepest stage back to 1/8: each fusion upsamples the
               deeper features and merges them with the next shallower stage (U-Net style);
               layer1's features then join the decoder at 1/4.
     decoder   four Conv-BN-ReLU blocks with model.decoder_width w channels narrowing to w/4:
               block1 (w, at 1/8), upsample x2, block2 (w/2, at 1/4), block3 (w/2), then for
               outputs finer than 1/4 an upsample x2, block4 (w/4).
+    global    (model.global_context) Iizuka et al. 2016's global features: two stride-2
+              blocks on the 1/8 features, averaged over the image into one 256-vector (`pool`'s
+              output, which the optional scene classifier of training reads), concatenated to
+              every position at 1/8 and fused by a 1x1 block before the decoder.
     head      regression: a 3x3 conv to ab / AB_SCALE at 1/2, upsampled x2 to the input size.
               classification (Zhang et al. 2016): a 1x1 conv to one logit per in-gamut ab bin
               (Q = 262, model/bins.py) at 1/model.logit_stride of the input (4: the paper; 2).
@@ -34,17 +39,18 @@ from torchvision.models import resnet18
 
 from colorize import lab
 from colorize.config import ModelSettings
-from colorize.model import bins
+from colorize.model import bins, hints
 
 TRUNK_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 
 
 class ConvBlock(nn.Module):
-    """3x3 conv (no bias), batch norm, ReLU."""
+    """k x k conv (no bias), batch norm, ReLU."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2,
+                              bias=False)
         self.bn = nn.BatchNorm2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,17 +60,17 @@ class ConvBlock(nn.Module):
 class Trunk(nn.Module):
     """ResNet-18's stem and its first `depth` stages; forward -> each stage's features."""
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, channels: int = 1):
         super().__init__()
         r = resnet18(weights=None)  # never load weights from a hub at run time
-        self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1, self.relu, self.maxpool = r.bn1, r.relu, r.maxpool
         self.stages = [f"layer{i}" for i in range(1, depth + 1)]
         for name in self.stages:
             self.add_module(name, getattr(r, name))
 
-    def forward(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(L))))
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         features = {}
         for name in self.stages:
             x = features[name] = getattr(self, name)(x)
@@ -90,6 +96,24 @@ class ContextPath(nn.Module):
         return x
 
 
+class GlobalContext(nn.Module):
+    """The 1/8 features (128 channels) with one image-wide vector fused into every position.
+    Pooling by the mean makes the vector independent of the photo's size."""
+
+    CHANNELS = 256
+
+    def __init__(self, channels: int = 128):
+        super().__init__()
+        c = self.CHANNELS
+        self.pool = nn.Sequential(ConvBlock(channels, c, stride=2), ConvBlock(c, c, stride=2),
+                                  nn.AdaptiveAvgPool2d(1))  # (N, c, 1, 1)
+        self.fuse = ConvBlock(channels + c, channels, kernel=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vector = self.pool(x).expand(-1, -1, *x.shape[-2:])
+        return self.fuse(torch.cat([x, vector], 1))
+
+
 class Decoder(nn.Module):
     """128 channels at 1/8 (+ layer1's 64 at 1/4 when `skip`) -> w/4 channels at 1/stride."""
 
@@ -113,7 +137,8 @@ class Decoder(nn.Module):
 
 
 class Colorizer(nn.Module):
-    """L normalized to [-1, 1], shape (N, 1, H, W) -> the head's raw output:
+    """L normalized to [-1, 1], shape (N, 1, H, W), with model.hints optionally followed by
+    the hint channels (N, 1 + hints.CHANNELS, H, W) -> the head's raw output:
     regression: ab / AB_SCALE (N, 2, H, W); classification: logits (N, Q, H/s, W/s) with
     s = model.logit_stride. H and W must be multiples of 8 (the trunk downsamples by 8)."""
 
@@ -123,7 +148,7 @@ class Colorizer(nn.Module):
         regression = config.head == "regression"
         # The decoder's output stride: 1/2 for regression (its head upsamples once more).
         stride = 2 if regression else config.logit_stride
-        self.trunk = Trunk(config.trunk_depth)
+        self.trunk = Trunk(config.trunk_depth, 1 + (hints.CHANNELS if config.hints else 0))
         self.context = ContextPath(self.trunk.stages) if config.trunk_depth > 2 else None
         w4 = config.decoder_width // 4
         # Created before the decoder (the random initialisation of format-2 models, which
@@ -136,6 +161,8 @@ class Colorizer(nn.Module):
         if not regression:  # uniform until the trainer sets the training prior
             self.register_buffer("log_prior", torch.full((bins.num_bins(),),
                                                          -float(np.log(bins.num_bins()))))
+        # Created last: the other parts' initial weights stay those of networks without it.
+        self.global_context = GlobalContext() if config.global_context else None
 
     @property
     def output_stride(self) -> int:
@@ -150,12 +177,21 @@ class Colorizer(nn.Module):
         mixed = bins.with_uniform(np.asarray(prior, np.float64), bins.CORRECTION_UNIFORM)
         self.log_prior.copy_(torch.log(torch.as_tensor(mixed)))
 
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        features = self.trunk(L)
-        if self.context is None:
-            x = self.decoder(features["layer2"], None)
-        else:
-            x = self.decoder(self.context(features), features["layer1"])
+    @property
+    def in_channels(self) -> int:
+        return self.trunk.conv1.in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels:
+            if x.shape[1] != 1:
+                raise ValueError(f"the network takes {self.in_channels} input channels, got "
+                                 f"{x.shape[1]}")
+            x = F.pad(x, (0, 0, 0, 0, 0, self.in_channels - 1))  # L alone: no hints
+        features = self.trunk(x)
+        x = features["layer2"] if self.context is None else self.context(features)
+        if self.global_context is not None:
+            x = self.global_context(x)
+        x = self.decoder(x, None if self.context is None else features["layer1"])
         out = self.head(x)
         if self.config.head == "regression":
             out = F.interpolate(out, scale_factor=2)  # 1/2 -> the input size
@@ -175,17 +211,23 @@ class Colorizer(nn.Module):
 
 
 class WithDecoding(nn.Module):
-    """Network + decoding as one module, L -> ab / AB_SCALE: what is exported to ONNX.
-    Temperature and prior correction are inputs of the classification graph (one-element
-    tensors), so they stay choices at inference."""
+    """Network + decoding as one module, -> ab / AB_SCALE: what is exported to ONNX. Its
+    inputs, in the order of `input_names`: L (N, 1, H, W); for the classification head
+    `temperature` and `prior_correction` (one-element tensors, so they stay choices at
+    inference); for a network with hint channels `hints` (N, 3, H, W; model/hints.py)."""
 
     def __init__(self, net: Colorizer):
         super().__init__()
         self.net = net
+        self.input_names = (["L"] + (["temperature", "prior_correction"]
+                                     if net.config.head == "classification" else [])
+                            + (["hints"] if net.config.hints else []))
 
-    def forward(self, L: torch.Tensor, temperature: torch.Tensor | None = None,
-                correction: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net.decode(self.net(L), temperature, correction)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(self.input_names, inputs, strict=True))
+        x = given["L"] if "hints" not in given else torch.cat([given["L"], given["hints"]], 1)
+        return self.net.decode(self.net(x), given.get("temperature", 1.0),
+                               given.get("prior_correction", 0.0))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,7 +2,8 @@
 
 Inputs: `L` (N, 1, H, W) float32, L*/50 - 1, H and W multiples of 8; for the classification
 head also `temperature` and `prior_correction`, one-element float32 tensors (the correction
-and the annealed mean are inside the graph).
+and the annealed mean are inside the graph); for a model trained with hints also `hints`
+(N, 3, H, W): a*/110, b*/110 and a mask, 1 where a hint is (model/hints.py).
 Output: `ab` (N, 2, H, W), ab / 110. LAB conversion, resizing and the full-resolution join stay
 with the caller: predict/photo.py shows the method. The decoding `colorize predict` would use
 for this model (colorize/decoding.py: the registry version's, else params.yaml's) is recorded
@@ -18,6 +19,7 @@ import torch
 
 from colorize.config import repository_decoding
 from colorize.decoding import NEUTRAL, Decoding, resolve
+from colorize.model.hints import simulate
 from colorize.model.network import WithDecoding
 from colorize.predict.load import resolve as resolve_model
 
@@ -32,13 +34,11 @@ def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
     graph = WithDecoding(net).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    example = (torch.zeros(1, 1, size, size),)
-    names = ["L"]
-    if classification:
-        example += (torch.ones(1), torch.zeros(1))
-        names += ["temperature", "prior_correction"]
-    axes = {"L": {0: "batch", 2: "height", 3: "width"}, "ab": {0: "batch", 2: "height",
-                                                              3: "width"}}
+    names = graph.input_names
+    example = _inputs(names, np.zeros((1, 1, size, size), np.float32), NEUTRAL,
+                      np.zeros((1, 3, size, size), np.float32))
+    image = {0: "batch", 2: "height", 3: "width"}
+    axes = {"L": image, "ab": image, **({"hints": image} if "hints" in names else {})}
     tmp = out.with_name(f".{out.name}.tmp")
     torch.onnx.export(graph, example, str(tmp), dynamo=False, input_names=names,
                       output_names=["ab"], opset_version=opset, dynamic_axes=axes)
@@ -46,6 +46,7 @@ def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
     suggested = (resolve(None, None, found.decoding, repository_decoding())
                  if classification else None)
     _add_metadata(tmp, {"working_size": str(size), "head": net.config.head,
+                        "hints": str(net.config.hints).lower(),
                         **(suggested.tags() if suggested else {})})
     tmp.replace(out)
     print(f"wrote {out} ({net.config.head} head, working size {size}"
@@ -63,26 +64,30 @@ def _add_metadata(path: Path, values: dict[str, str]) -> None:
     onnx.save(graph, str(path))
 
 
+def _inputs(names: list[str], L: np.ndarray, decoding: Decoding, hints: np.ndarray
+            ) -> tuple[torch.Tensor, ...]:
+    values = {"L": L, "temperature": np.array([decoding.temperature], np.float32),
+              "prior_correction": np.array([decoding.prior_correction], np.float32),
+              "hints": hints}
+    return tuple(torch.from_numpy(values[n]) for n in names)
+
+
 def check(graph: WithDecoding, path: Path, size: int) -> float:
     """Largest difference between onnxruntime and PyTorch on random inputs (and, for the
-    classification head, at two decodings)."""
+    classification head, at two decodings; for a hint model, with hints)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 1, size, size))
-                         .astype(np.float32))
-    classification = graph.net.config.head == "classification"
-    decoded = [NEUTRAL, Decoding(0.2, 0.5)] if classification else [None]
+    rng = np.random.default_rng(0)
+    L = rng.uniform(-1, 1, (2, 1, size, size)).astype(np.float32)
+    hints = np.stack([simulate(rng.uniform(-60, 60, (2, size, size)), rng, count=5)
+                      for _ in range(2)])
     diff = 0.0
-    for d in decoded:
-        feed = {"L": x.numpy()}
-        args = (x,)
-        if d is not None:
-            feed["temperature"] = np.array([d.temperature], np.float32)
-            feed["prior_correction"] = np.array([d.prior_correction], np.float32)
-            args += (torch.tensor([d.temperature]), torch.tensor([d.prior_correction]))
+    for d in [NEUTRAL, Decoding(0.2, 0.5)]:
+        args = _inputs(graph.input_names, L, d, hints)
         with torch.no_grad():
             expected = graph(*args).numpy()
+        feed = {n: a.numpy() for n, a in zip(graph.input_names, args, strict=True)}
         diff = max(diff, float(np.abs(session.run(None, feed)[0] - expected).max()))
     if diff > TOLERANCE:
         path.unlink(missing_ok=True)

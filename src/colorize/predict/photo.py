@@ -70,12 +70,15 @@ def _linear_taps(y0: int, y1: int, h: int, s: int
 
 
 def colorize_batch(model: Colorizer, size: int, photos: list[np.ndarray],
-                   decoding: Decoding | None, amp: str = "auto") -> list[np.ndarray]:
+                   decoding: Decoding | None, amp: str = "auto",
+                   hints: np.ndarray | None = None) -> list[np.ndarray]:
     """RGB photos (any size, uint8/uint16) -> colorized uint8 RGB at each photo's own size.
     `decoding`: the classification head's (colorize/decoding.py; regression ignores it).
-    amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32."""
+    amp="auto": bf16 autocast + channels_last where the hardware supports it; "off": fp32.
+    `hints`: each photo's hint channels at the working size (N, 3, size, size;
+    model/hints.py), for a network that takes hints."""
     if not photos:
         return []
     Ls = np.stack([working_l(p, size) for p in photos])
-    ab = predict_ab(model, Ls, [decoding], batch_size=len(photos), amp=amp)[0]
+    ab = predict_ab(model, Ls, [decoding], batch_size=len(photos), amp=amp, hints=hints)[0]
     return [compose(p, a) for p, a in zip(photos, ab, strict=True)]

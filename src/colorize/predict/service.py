@@ -4,7 +4,10 @@ Logged by colorize.track as a model *from code* (this file), never as a pickled 
 it runs this file from the installed package and reads the weights with weights_only=True.
 
 Request: a DataFrame with one column `image` holding base64-encoded image files (any format the
-pipeline reads), and optionally `params: {"temperature": T, "prior_correction": A}`
+pipeline reads), an optional column `hints` (per row, JSON text of colour hints
+`[[x, y, "#rrggbb"], [x, y, "#rrggbb", side], ...]` in that photo's pixels, for a version
+trained with hints: its registry tag `hints` says), and optionally
+`params: {"temperature": T, "prior_correction": A}`
 (classification head; defaults: the values the version was evaluated at, which colorize.track
 passes as the model's config, `decoding`). Response: columns `image` (base64 PNG of the
 colorized photo, at the input's full resolution) and `error` (empty, or why that row failed).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 
 import mlflow.models
 import mlflow.pyfunc
@@ -29,8 +33,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from colorize.data.images import SERVED_MAX_PIXELS, ImageError, decode, max_file_bytes
 from colorize.decoding import NEUTRAL, Decoding, checked, resolve
-from colorize.errors import ConfigError
+from colorize.errors import ConfigError, UserError, shortened
 from colorize.imaging import encode_png
+from colorize.model import hints as H
 from colorize.model.file import load_model
 from colorize.predict.photo import colorize_batch
 
@@ -64,17 +69,40 @@ class ColorizerService(mlflow.pyfunc.PythonModel):
                                   f"{MAX_ROWS} (send the others in further requests)",
                                   error_code=INVALID_PARAMETER_VALUE)
         out, errors = [], []
-        for b64 in model_input["image"]:
+        texts = model_input["hints"] if "hints" in model_input else [None] * len(model_input)
+        for b64, text in zip(model_input["image"], texts, strict=True):
             try:
+                given = _row_hints(text, self.model.config.hints)
                 rgb = decode(_file_bytes(b64), MAX_PIXELS).rgb
-            except ImageError as e:
+                channels = (H.user_channels(given, *rgb.shape[:2], self.size, "the photo")[None]
+                            if self.model.config.hints else None)
+            except (ImageError, UserError) as e:
                 out.append("")
                 errors.append(str(e))
                 continue
-            result = colorize_batch(self.model, self.size, [rgb], decoding)[0]
+            result = colorize_batch(self.model, self.size, [rgb], decoding, hints=channels)[0]
             out.append(base64.b64encode(encode_png(result)).decode("ascii"))
             errors.append("")
         return pd.DataFrame({"image": out, "error": errors})
+
+
+def _row_hints(text: object, takes_hints: bool) -> list[H.UserHint]:
+    """A row's `hints` (JSON text; missing, empty or null: none) -> the hints; UserError."""
+    if text is None or text == "" or (isinstance(text, float) and text != text):  # NaN
+        return []
+    if not isinstance(text, str) or len(text) > H.MAX_HINTS_FILE_BYTES:
+        raise UserError("hints: expected JSON text such as '[[10, 20, \"#3a7bd5\"]]'")
+    try:
+        values = json.loads(text)
+    except (ValueError, RecursionError):
+        raise UserError(f"hints: not JSON ({shortened(text)})") from None
+    if not isinstance(values, list):
+        raise UserError('hints: expected a list of [x, y, "#rrggbb"]')
+    given = [H.from_values(v, f"hints[{k}]") for k, v in enumerate(values)]
+    if given and not takes_hints:
+        raise UserError("hints: this model takes no colour hints (trained with model.hints: "
+                        "false)")
+    return given
 
 
 def _file_bytes(b64: object) -> bytes:

@@ -48,6 +48,9 @@ class LabStore:
         self.index = json.loads(index_path.read_text())
         self.size = self.index["size"]
         self.ids = [i for s in self.index["shards"] for i in s["ids"]]
+        # each photo's name in the source (stores written before names were kept: None)
+        self.names = [n for s in self.index["shards"]
+                      for n in (s.get("names") or [None] * s["count"])]
         self._shards = None
         self._offsets = np.cumsum([0] + [s["count"] for s in self.index["shards"]])
 

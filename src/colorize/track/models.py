@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema
 
 from colorize import lab
 from colorize.config import Settings
@@ -102,7 +103,11 @@ def log_service(settings: Settings, model_path: str | Path, decoding: Decoding |
     request = pd.DataFrame({"image": [base64.b64encode(encode_png(sample)).decode("ascii")]})
     answer = pd.DataFrame({"image": [""], "error": [""]})
     params = (decoding or NEUTRAL).params()
-    signature = infer_signature(request, answer, params)
+    inferred = infer_signature(request, answer, params)
+    # `hints` (JSON text per row) is optional: requests without it stay valid.
+    signature = ModelSignature(Schema([ColSpec("string", "image"),
+                                       ColSpec("string", "hints", required=False)]),
+                               inferred.outputs, inferred.params)
     return mlflow.pyfunc.log_model(
         name="colorizer", python_model=str(SERVICE), artifacts={"checkpoint": str(model_path)},
         model_config={"decoding": decoding.params()} if decoding else None,
@@ -129,7 +134,8 @@ def describe(settings: Settings, version: str, run_id: str, results: dict) -> No
     decoding = evaluated_decoding(results)
     tags = {PIPELINE_TAG: experiment, "git_commit": run.data.tags.get("git_commit", ""),
             "data_manifest_sha256": run.data.tags.get("data_manifest_sha256", ""),
-            "head": results["head"], **(decoding.tags() if decoding else {}),
+            "head": results["head"], "hints": str(results.get("hints", False)).lower(),
+            **(decoding.tags() if decoding else {}),
             "epochs": run.data.params.get("train.epochs", ""),
             **{f"eval_{k}": str(v) for k, v in m.items()}}
     name = settings.tracking.registered_model

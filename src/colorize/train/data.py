@@ -1,5 +1,8 @@
 """Training data: the memory-mapped LAB store as a torch Dataset, with augmentation whose
-randomness is a function of (seed, epoch, image) only.
+randomness is a function of (seed, epoch, image) only, optional colour hints simulated from each
+crop's truth (model.hints; model/hints.py, seeded by (seed, epoch, image) too: validation's by
+(seed, 0, image), the same every epoch) and optional scene labels (each photo's folder in its
+source: data.labels folders).
 
 albumentations keeps one random generator per Compose; DataLoader workers each get a copy of
 it, so with num_workers > 0 every worker would replay the same crops. Here each item reseeds the
@@ -13,6 +16,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import PurePosixPath
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check at import
 
@@ -22,6 +26,9 @@ import torch  # noqa: E402
 from torch.utils.data import Dataset, DistributedSampler, Sampler  # noqa: E402
 
 from colorize import lab  # noqa: E402
+from colorize.errors import UserError  # noqa: E402
+from colorize.model.hints import item_rng as hint_rng  # noqa: E402
+from colorize.model.hints import simulate as simulate_hints  # noqa: E402
 from colorize.preprocess.store import LabStore  # noqa: E402
 
 
@@ -33,23 +40,51 @@ def train_transform(crop: int, scale_min: float) -> A.Compose:
     ])
 
 
+NO_LABEL = -100  # cross-entropy's ignore_index: a photo whose folder training never saw
+
+
+def folder_labels(train: LabStore, *others: LabStore) -> tuple[list[str], list[np.ndarray]]:
+    """Scene classes from the folders the photos sit in (`a/airfield/0001.jpg` -> `a/airfield`),
+    numbered in sorted order over the training split -> (class names, one int64 label array per
+    store given: train first). Photos of other splits in folders training never saw get
+    NO_LABEL."""
+    def folder(name: str | None) -> str:
+        if name is None:
+            raise UserError(f"{train.dir}: written before photo names were kept; rerun the "
+                            "preprocess stage for data.labels: folders")
+        return str(PurePosixPath(name).parent)
+
+    classes = sorted({folder(n) for n in train.names})
+    if len(classes) < 2:
+        raise UserError(f"data.labels: folders needs photos in at least two folders; the "
+                        f"training split has {classes or 'none'}")
+    number = {c: k for k, c in enumerate(classes)}
+    return classes, [np.array([number.get(folder(n), NO_LABEL) for n in store.names], np.int64)
+                     for store in (train, *others)]
+
+
 def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
 class LabDataset(Dataset):
-    """Yields (L, ab) float32 tensors: L normalized (1, H, W), ab / AB_SCALE (2, H, W).
+    """Yields (x, ab, label): float32 tensors x = L normalized (1, H, W), followed with
+    `hints` by the hint channels (1 + 3, H, W), ab / AB_SCALE (2, H, W), and the photo's
+    scene class (NO_LABEL without labels).
 
     Indexed by an int (no augmentation: validation) or by (epoch, index) from EpochSampler
     (augmented, reproducibly)."""
 
-    def __init__(self, store: LabStore, transform: A.Compose | None = None, seed: int = 0):
-        self.store, self.transform, self.seed = store, transform, seed
+    def __init__(self, store: LabStore, transform: A.Compose | None = None, seed: int = 0,
+                 labels: np.ndarray | None = None, hints: bool = False):
+        self.store, self.transform, self.seed, self.labels = store, transform, seed, labels
+        self.hints = hints
 
     def __len__(self) -> int:
         return len(self.store)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         epoch, i = key if isinstance(key, tuple) else (None, key)
         x = np.asarray(self.store[i], dtype=np.float32).transpose(1, 2, 0)  # H, W, 3
         if self.transform is not None and epoch is not None:
@@ -57,8 +92,13 @@ class LabDataset(Dataset):
             x = self.transform(image=x)["image"]
         # NumPy until the end: no torch op (and no OpenMP team) in the prefetch thread.
         x = x.transpose(2, 0, 1)
-        return (torch.from_numpy(np.ascontiguousarray(lab.normalize_l(x[:1]))),
-                torch.from_numpy(np.ascontiguousarray(lab.normalize_ab(x[1:]))))
+        inputs = lab.normalize_l(x[:1])
+        if self.hints:
+            rng = hint_rng(self.seed, epoch or 0, i)
+            inputs = np.concatenate([inputs, simulate_hints(x[1:], rng)])
+        return (torch.from_numpy(np.ascontiguousarray(inputs)),
+                torch.from_numpy(np.ascontiguousarray(lab.normalize_ab(x[1:]))),
+                NO_LABEL if self.labels is None else int(self.labels[i]))
 
 
 class EpochSampler(Sampler):

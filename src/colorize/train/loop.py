@@ -12,6 +12,8 @@ best, checkpoint. Each piece is a function of its own.
   cosine to lr/100 at the last step (or constant).
 - Optional exponential moving average of the weights (train.ema, `EMA`): then the average is
   what is validated, kept as the best model and saved.
+- Optional scene-classification loss (train.scene_loss, labels from data.labels): added to
+  the colour loss for the gradient; the losses reported are the colour loss alone.
 - A checkpoint every epoch (train/checkpoint.py): a run resumed after epoch e continues exactly
   as the uninterrupted run would have, on every rank. The best model is the one with the lowest
   validation loss (the training loss).
@@ -40,8 +42,14 @@ from colorize.model.network import Colorizer
 from colorize.preprocess.store import LabStore
 from colorize.train import dist
 from colorize.train.checkpoint import Checkpoints
-from colorize.train.data import EpochSampler, LabDataset, Prefetch, train_transform
-from colorize.train.loss import make_loss
+from colorize.train.data import (
+    EpochSampler,
+    LabDataset,
+    Prefetch,
+    folder_labels,
+    train_transform,
+)
+from colorize.train.loss import SceneLoss, make_loss
 
 
 class DivergedError(RuntimeError):
@@ -56,6 +64,7 @@ class Epoch:
     seconds: float  # the whole epoch, validation included
     images_per_s: float  # training steps only
     lr: float = 0.0
+    scene_loss: float = 0.0  # train.scene_loss: the scene classifier's mean training loss
 
 
 @dataclass
@@ -76,6 +85,7 @@ class Data:
     steps: int  # optimizer steps per epoch
     train_images: int
     val_images: int
+    classes: list[str]  # scene classes (data.labels), empty without
 
 
 class EMA:
@@ -123,6 +133,7 @@ class Parts:
     device: torch.device
     amp: str
     ema: EMA | None = None
+    scene: SceneLoss | None = None
 
     @property
     def kept(self) -> torch.nn.Module:
@@ -161,23 +172,28 @@ def make_data(settings: Settings, data_dir: Path, device: torch.device) -> Data:
         raise ConfigError(f"train.batch_size: {t.batch_size} must be divisible by the "
                           f"{ctx.world} training processes (it is the global batch)")
     train_store, val_store = LabStore(data_dir / "train"), LabStore(data_dir / "val")
+    classes, (train_labels, val_labels) = (
+        folder_labels(train_store, val_store) if settings.data.labels == "folders"
+        else ([], (None, None)))
     sampler = EpochSampler(len(train_store), t.seed, ctx.rank, ctx.world)
     per_rank = t.batch_size // ctx.world
     common = {"batch_size": per_rank, "num_workers": t.num_workers,
               "persistent_workers": t.num_workers > 0, "pin_memory": device.type == "cuda"}
     train = DataLoader(LabDataset(train_store, train_transform(t.crop, t.crop_scale_min),
-                                  t.seed),
+                                  t.seed, train_labels, settings.model.hints),
                        sampler=sampler, drop_last=len(sampler) > per_rank, **common)
-    val = DataLoader(Subset(LabDataset(val_store), range(ctx.rank, len(val_store), ctx.world)),
-                     **common)
+    val = DataLoader(Subset(LabDataset(val_store, seed=t.seed, labels=val_labels,
+                                       hints=settings.model.hints),
+                            range(ctx.rank, len(val_store), ctx.world)), **common)
     steps = min(len(train), t.max_steps_per_epoch or len(train))
-    return Data(sampler, train, val, steps, len(train_store), len(val_store))
+    return Data(sampler, train, val, steps, len(train_store), len(val_store), classes)
 
 
 def build_parts(settings: Settings, prior: np.ndarray | None, device: torch.device,
-                total_steps: int) -> Parts:
+                total_steps: int, classes: int = 0) -> Parts:
     """The network (with the training prior for the classification head), its DDP wrapper,
-    loss, optimizer, schedule and gradient scaler."""
+    loss (and the scene loss over `classes` classes), optimizer, schedule and gradient
+    scaler."""
     t = settings.train
     net = build(settings.model.model_dump()).to(device, memory_format=torch.channels_last)
     if settings.model.head == "classification":
@@ -187,38 +203,46 @@ def build_parts(settings: Settings, prior: np.ndarray | None, device: torch.devi
     if dist.context().world > 1 and device.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model = DistributedDataParallel(net) if dist.context().world > 1 else net
-    opt = torch.optim.Adam(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    ema = EMA(net, t.ema) if t.ema else None  # copied before the scene loss hooks the network
+    scene = SceneLoss(net, classes).to(device) if t.scene_loss else None
+    params = [*net.parameters(), *(scene.parameters() if scene is not None else [])]
+    opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, total_steps, t.warmup_steps, t.lr_schedule))
     return Parts(net, model, torch.compile(model) if t.compile else model,
                  make_loss(settings.model.head, t.loss, prior, t.rebalance).to(device),
-                 opt, sched, grad_scaler(device, t.amp), device, t.amp,
-                 EMA(net, t.ema) if t.ema else None)
+                 opt, sched, grad_scaler(device, t.amp), device, t.amp, ema, scene)
 
 
 def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
-                bar_on: bool) -> tuple[float, float]:
-    """One epoch of optimizer steps -> (mean training loss over all ranks, images/s)."""
+                bar_on: bool) -> tuple[float, float, float]:
+    """One epoch of optimizer steps -> (mean training loss over all ranks, images/s, mean
+    scene loss)."""
     t = settings.train
     start = time.perf_counter()
     data.sampler.set_epoch(epoch)
     parts.model.train()
     total = torch.zeros((), device=parts.device)
+    scene_total = torch.zeros((), device=parts.device)
     bar = tqdm(total=data.steps, desc=f"epoch {epoch}/{t.epochs}", unit="step", leave=False,
                disable=not bar_on)
     batches = data.train if t.num_workers else Prefetch(data.train)
-    for step, (L, ab) in enumerate(batches):
+    for step, (x, ab, labels) in enumerate(batches):  # x: L, and the hint channels if any
         if step == data.steps:
             break
-        L, ab = _to(L, parts.device), _to(ab, parts.device)
+        x, ab = _to(x, parts.device), _to(ab, parts.device)
         with autocast(parts.device, parts.amp):
-            out = parts.step(L)
-        loss = parts.loss(out, ab)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"loss is {loss.item()} at epoch {epoch}, step {step + 1} "
+            out = parts.step(x)
+        loss = objective = parts.loss(out, ab)
+        if parts.scene is not None:
+            scene = parts.scene(labels.to(parts.device))
+            objective = loss + t.scene_loss * scene
+            scene_total += scene.detach()
+        if not torch.isfinite(objective):
+            raise DivergedError(f"loss is {objective.item()} at epoch {epoch}, step {step + 1} "
                                 f"(train.lr={t.lr} may be too high)")
         parts.opt.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
+        parts.scaler.scale(objective).backward()
         if t.grad_clip:
             parts.scaler.unscale_(parts.opt)
             torch.nn.utils.clip_grad_norm_(parts.net.parameters(), t.grad_clip)
@@ -234,8 +258,9 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
             bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{speed:.0f}")
     bar.close()
     seconds = time.perf_counter() - start
-    mean = dist.all_sum([total.item() / max(data.steps, 1)], parts.device)[0] / dist.context().world
-    return mean, round(data.steps * t.batch_size / seconds, 2)
+    steps, world = max(data.steps, 1), dist.context().world
+    mean, scene = dist.all_sum([total.item() / steps, scene_total.item() / steps], parts.device)
+    return mean / world, round(data.steps * t.batch_size / seconds, 2), scene / world
 
 
 @torch.no_grad()
@@ -245,12 +270,12 @@ def validate(parts: Parts, loader: DataLoader) -> float:
     model = parts.kept
     model.eval()
     total, n = 0.0, 0
-    for L, ab in loader:
-        L, ab = _to(L, parts.device), _to(ab, parts.device)
+    for x, ab, _ in loader:
+        x, ab = _to(x, parts.device), _to(ab, parts.device)
         with autocast(parts.device, parts.amp):
-            out = model(L)
-        total += parts.loss(out, ab).item() * len(L)
-        n += len(L)
+            out = model(x)
+        total += parts.loss(out, ab).item() * len(x)
+        n += len(x)
     total, n = dist.all_sum([total, n], parts.device)
     return total / max(n, 1)
 
@@ -265,22 +290,23 @@ def fit(settings: Settings, data_dir: str | Path, checkpoints: Checkpoints,
     device = pick_device(t.device, ctx.local_rank)
     seed_everything(t.seed)
     data = make_data(settings, Path(data_dir), device)
-    parts = build_parts(settings, prior, device, t.epochs * data.steps)
+    parts = build_parts(settings, prior, device, t.epochs * data.steps, len(data.classes))
     history, best = _resume(parts, checkpoints.open())
     resumed_from = len(history)
     log(f"training on {device} ({precision_name(device, t.amp)}"
         f"{f', {ctx.world} processes' if ctx.world > 1 else ''}), {data.train_images} train / "
         f"{data.val_images} val images, {settings.model.head} head, batch {t.batch_size}, "
-        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}")
+        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}"
+        f"{f', {len(data.classes)} scene classes' if data.classes else ''}")
     bar_on = progress and ctx.is_main and sys.stderr.isatty()
     for epoch in range(resumed_from + 1, t.epochs + 1):
         start = time.perf_counter()
-        train_loss, speed = train_epoch(parts, data, epoch, settings, bar_on)
+        train_loss, speed, scene = train_epoch(parts, data, epoch, settings, bar_on)
         val = validate(parts, data.val)
         if not math.isfinite(val):
             raise DivergedError(f"validation loss is {val} at epoch {epoch}")
         record = Epoch(epoch, train_loss, val, round(time.perf_counter() - start, 3), speed,
-                       parts.opt.param_groups[0]["lr"])
+                       parts.opt.param_groups[0]["lr"], scene)
         history.append(record)
         if val < best.val_loss:  # lowest validation loss wins (the seed used max: a bug)
             kept = parts.ema.net if parts.ema is not None else parts.net
@@ -289,9 +315,12 @@ def fit(settings: Settings, data_dir: str | Path, checkpoints: Checkpoints,
         checkpoints.save(_training_state(parts, history, best, settings.preprocess.size))
         if ctx.is_main:
             log(f"epoch {epoch}/{t.epochs}: train {train_loss:.5f} val {val:.5f} "
+                f"{f'scene {scene:.3f} ' if parts.scene is not None else ''}"
                 f"({speed:.1f} img/s, {record.seconds:.0f} s)")
             if on_epoch is not None:
                 on_epoch(record, parts.net)
+    if parts.scene is not None:
+        parts.scene.detach()
     if best.weights is None:
         raise DivergedError("no epoch finished")
     net = parts.net
@@ -308,6 +337,7 @@ def _training_state(parts: Parts, history: list[Epoch], best: Best, size: int) -
     return {"network": network_entry(parts.net, size), "optimizer": parts.opt.state_dict(),
             "scheduler": parts.sched.state_dict(), "scaler": parts.scaler.state_dict(),
             "ema": parts.ema.state_dict() if parts.ema is not None else None,
+            "scene": parts.scene.state_dict() if parts.scene is not None else None,
             "history": [asdict(e) for e in history],
             "best": {"val_loss": best.val_loss, "epoch": best.epoch, "weights": best.weights}}
 
@@ -322,4 +352,6 @@ def _resume(parts: Parts, state: dict | None) -> tuple[list[Epoch], Best]:
     parts.scaler.load_state_dict(state["scaler"])
     if parts.ema is not None:
         parts.ema.load_state_dict(state["ema"])
+    if parts.scene is not None:
+        parts.scene.load_state_dict(state["scene"])
     return [Epoch(**e) for e in state["history"]], Best(**state["best"])

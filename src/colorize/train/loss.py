@@ -7,6 +7,10 @@ ambiguous.
 classification: cross-entropy of the logits against soft-encoded targets (5 nearest bins,
 Gaussian sigma 5, at the logits' resolution), each pixel weighted by its nearest bin's
 rebalancing weight (train.rebalance; model/bins.py). The soft encoding is a table gather.
+
+scene (train.scene_loss, Iizuka et al. 2016): cross-entropy of a linear classifier on the
+network's global context vector against the photo's scene class, added to the colour loss with
+that weight. The classifier is a training aid, not part of the saved model.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from torch import nn
 
 from colorize import lab
 from colorize.model import bins
+from colorize.model.network import Colorizer, GlobalContext
+from colorize.train.data import NO_LABEL
 
 REGRESSION: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": F.mse_loss,
@@ -64,3 +70,28 @@ def make_loss(head: str, regression_loss: str, prior: np.ndarray | None,
     if prior is None:
         raise ValueError("the classification head needs the ab prior (run the prior stage)")
     return ClassificationLoss(prior, rebalance)
+
+
+class SceneLoss(nn.Module):
+    """Scene classification from the global context vector, which a forward hook on
+    GlobalContext.pool keeps from the network's last forward pass (so the network's own output
+    stays the colour head's). Call `detach()` when training ends."""
+
+    def __init__(self, net: Colorizer, classes: int):
+        super().__init__()
+        if net.global_context is None:
+            raise ValueError("the scene loss needs model.global_context")
+        self.classifier = nn.Linear(GlobalContext.CHANNELS, classes)
+        self.vector: torch.Tensor | None = None
+        self._hook = net.global_context.pool.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self.vector = output.flatten(1)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.classifier(self.vector.float()), labels,
+                               ignore_index=NO_LABEL)
+
+    def detach(self) -> None:
+        self._hook.remove()
+        self.vector = None

@@ -39,7 +39,8 @@ NOT_FINGERPRINTED = {"train.nproc", "train.num_workers", "train.compile", "train
 
 def fingerprint(settings: Settings, data_dir: Path) -> str:
     parts = {k: v for k, v in settings.flat().items()
-             if k.split(".")[0] in ("model", "train") and k not in NOT_FINGERPRINTED}
+             if (k.split(".")[0] in ("model", "train") or k == "data.labels")
+             and k not in NOT_FINGERPRINTED}
     h = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
     for split in ("train", "val"):
         h.update((data_dir / split / "index.json").read_bytes())
@@ -79,7 +80,8 @@ def _train_main(settings, data_dir, prior, prior_path, manifest, model_path, run
 
     def on_epoch(e: Epoch, model: Colorizer) -> None:
         mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr,
-                            "epoch_seconds": e.seconds, "train_images_per_s": e.images_per_s},
+                            "epoch_seconds": e.seconds, "train_images_per_s": e.images_per_s,
+                            **({"scene_loss": e.scene_loss} if settings.train.scene_loss else {})},
                            step=e.epoch)
         pred = predict_ab(model, grid[:, 0], [decoding])[0]
         mlflow.log_image(sample_grid(grid[:, 0], pred, grid[:, 1:]),
