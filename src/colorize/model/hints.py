@@ -84,8 +84,8 @@ def paint(shape: tuple[int, int], patches: Patches) -> np.ndarray:
     d = np.arange(max(1, int(patches.side.max())))
     inside = ((d[None, :, None] < patches.side[:, None, None])
               & (d[None, None, :] < patches.side[:, None, None]))  # (n, d, d)
-    rows = (patches.top[:, None, None] + d[None, :, None] + 0 * d[None, None, :])[inside]
-    cols = (patches.left[:, None, None] + 0 * d[None, :, None] + d[None, None, :])[inside]
+    rows = np.broadcast_to(patches.top[:, None, None] + d[None, :, None], inside.shape)[inside]
+    cols = np.broadcast_to(patches.left[:, None, None] + d[None, None, :], inside.shape)[inside]
     which = np.broadcast_to(np.arange(len(patches))[:, None, None], inside.shape)[inside]
     keep = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
     rows, cols, which = rows[keep], cols[keep], which[keep]
@@ -109,10 +109,11 @@ def for_evaluation(ab: np.ndarray, count: int, start: int) -> np.ndarray:
     """`count` hints for each truth ab (N, 2, H, W) of a split's images start..start+N-1 ->
     the channels (N, 3, H, W): the training distribution of places and sides, seeded by
     (EVALUATION_SEED, count, image) only."""
-    return np.stack([simulate(a, np.random.default_rng(
-        np.random.SeedSequence([EVALUATION_SEED, count, start + j])), count)
-        for j, a in enumerate(ab)]) if len(ab) else np.zeros((0, CHANNELS, *ab.shape[2:]),
-                                                            np.float32)
+    if not len(ab):
+        return np.zeros((0, CHANNELS, *ab.shape[2:]), np.float32)
+    seeds = (np.random.SeedSequence([EVALUATION_SEED, count, start + j]) for j in range(len(ab)))
+    return np.stack([simulate(a, np.random.default_rng(s), count)
+                     for a, s in zip(ab, seeds, strict=True)])
 
 
 # A person's hints: "this point of my photo is this colour".
@@ -159,6 +160,14 @@ def from_values(values: Any, where: str) -> UserHint:
         raise UserError(f"{where}: side {side} must be at least 1")
     return UserHint(_coordinate(values[0], f"{where} x"), _coordinate(values[1], f"{where} y"),
                     parse_colour(values[2], where), side)
+
+
+def from_list(values: Any, where: str) -> list[UserHint]:
+    """A JSON list of hints (a --hints file's entry, a served row's) -> the hints; UserError
+    naming `where` and the hint's place (from 1)."""
+    if not isinstance(values, list):
+        raise UserError(f"{where}: expected a list of hints")
+    return [from_values(v, f"{where} hint {k + 1}") for k, v in enumerate(values)]
 
 
 def parse(text: str, where: str = "--hint") -> UserHint:
@@ -214,10 +223,5 @@ def read_file(path: str | Path) -> dict[str, list[UserHint]]:
     if not isinstance(data, dict):
         raise UserError(f'--hints {path}: expected an object {{"photo.jpg": [[x, y, '
                         '"#rrggbb"], ...]}}')
-    out = {}
-    for name, values in data.items():
-        if not isinstance(values, list):
-            raise UserError(f"--hints {path}: {shortened(name)}: expected a list of hints")
-        out[name] = [from_values(v, f"--hints {path}: {shortened(name)} hint {k + 1}")
-                     for k, v in enumerate(values)]
-    return out
+    return {name: from_list(values, f"--hints {path}: {shortened(name)}")
+            for name, values in data.items()}

@@ -96,9 +96,7 @@ def _row_hints(text: object, takes_hints: bool) -> list[H.UserHint]:
         values = json.loads(text)
     except (ValueError, RecursionError):
         raise UserError(f"hints: not JSON ({shortened(text)})") from None
-    if not isinstance(values, list):
-        raise UserError('hints: expected a list of [x, y, "#rrggbb"]')
-    given = [H.from_values(v, f"hints[{k}]") for k, v in enumerate(values)]
+    given = H.from_list(values, "hints")
     if given and not takes_hints:
         raise UserError("hints: this model takes no colour hints (trained with model.hints: "
                         "false)")
