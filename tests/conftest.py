@@ -87,6 +87,49 @@ def network(**values):
     return Colorizer(model_config(**values))
 
 
+def smooth_fields(rng, n, size):
+    """Random smooth ab fields (a 4 x 4 grid of colours, bilinearly upsampled): colour that L
+    says nothing about, so only hints can tell it."""
+    import torch
+    import torch.nn.functional as F
+
+    coarse = torch.from_numpy(rng.uniform(-60, 60, (n, 2, 4, 4)).astype(np.float32))
+    return F.interpolate(coarse, size=(size, size), mode="bilinear",
+                         align_corners=False).numpy()
+
+
+def train_hint_model(path: Path, head: str, steps: int = 500) -> Path:
+    """A tiny network with hint channels (32 px working size), trained on colour it can only
+    learn from the hints: `steps` batches of 16 random smooth fields (about 20 s for 500), with
+    the project's loss for `head` (classification: uniform prior, no rebalancing)."""
+    import torch
+
+    from colorize import lab
+    from colorize.model import bins
+    from colorize.model import hints as H
+    from colorize.model.file import save_model
+    from colorize.train.loss import make_loss
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    net = network(head=head, decoder_width=32, hints=True)
+    prior = np.full(bins.num_bins(), 1 / bins.num_bins())
+    loss_fn = make_loss(head, "l1", prior if head == "classification" else None, 0.0)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        ab = smooth_fields(rng, 16, 32)
+        given = np.stack([H.simulate(a, rng) for a in ab])
+        L = rng.uniform(-1, 1, (16, 1, 32, 32)).astype(np.float32)
+        x = torch.from_numpy(np.concatenate([L, given], 1))
+        loss = loss_fn(net(x), torch.from_numpy(ab) / lab.AB_SCALE)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(net.eval(), path, size=32)
+    return path
+
+
 def pipeline_env() -> dict:
     """The environment to run dvc / colorize in: PATH to this venv, no analytics, no MLflow or
     DVC variables of the caller's, a git identity."""

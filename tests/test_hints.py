@@ -9,19 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from colorize import lab
 from colorize.data.images import decode
 from colorize.decoding import NEUTRAL
 from colorize.errors import UserError
 from colorize.model import hints as H
-from colorize.model.file import load_model, save_model
+from colorize.model.file import load_model
 from colorize.model.inference import predict_ab
 from colorize.predict.predict import predict
 from colorize.preprocess.store import LabStore, write_index, write_shard
 from colorize.train.data import LabDataset, train_transform
-from conftest import network, photo_tiles, write_rgb
+from conftest import photo_tiles, smooth_fields, train_hint_model, write_rgb
 
 
 def test_the_count_is_geometric_with_one_in_eight_getting_none():
@@ -95,13 +94,26 @@ def test_training_hints_are_a_function_of_seed_epoch_and_image_and_leave_crops_a
     assert torch.equal(x, again)  # reproducible
     L, ab_plain, _ = plain[(1, 2)]
     assert torch.equal(x[:1], L) and torch.equal(ab, ab_plain)  # the same crop with hints on
-    other_epoch = [hinted[(2, 2)][0][1:] for _ in range(1)][0]
-    assert not torch.equal(x[1:], other_epoch)
+    assert not torch.equal(x[1:], hinted[(2, 2)][0][1:])  # another epoch, other hints
     hint = x[3] == 1  # the hint's colour is the crop's own colour under it
     if hint.any():
         assert (x[1:3][:, hint] - ab[:, hint]).abs().max() < 0.2
     val = LabDataset(store, seed=0, hints=True)
-    assert torch.equal(val[2][0], val[2][0])  # validation: the same hints every epoch
+    assert torch.equal(val[2][0], val[2][0])  # validation: no hidden generator state
+
+
+def test_hint_free_leaves_that_share_of_training_items_without_any_hint(store):
+    def share_without(dataset) -> float:
+        return float(np.mean([not dataset[(e, i)][0][3].any() for e in range(150)
+                              for i in range(4)]))
+
+    paper = LabDataset(store, train_transform(32, 0.3), seed=0, hints=True)
+    half = LabDataset(store, train_transform(32, 0.3), seed=0, hints=True, hint_free=0.5)
+    assert abs(share_without(paper) - 1 / 8) < 0.04  # the geometric draw's own zeros
+    assert abs(share_without(half) - (0.5 + 0.5 / 8)) < 0.05
+    # Validation keeps the paper's draw whatever hint_free is: its loss stays comparable.
+    val_paper, val_half = (LabDataset(store, seed=0, hints=True, hint_free=f) for f in (0, .5))
+    assert all(torch.equal(val_paper[i][0], val_half[i][0]) for i in range(4))
 
 
 def test_a_person_s_hint_lands_at_the_mapped_pixel_with_its_colour():
@@ -144,34 +156,9 @@ def test_hints_files_are_checked_entry_by_entry(tmp_path, content, message):
         H.read_file(tmp_path / "h.json")
 
 
-def _smooth_fields(rng, n, size):
-    """Random smooth ab fields (a 4 x 4 grid of colours, bilinearly upsampled): colour that L
-    says nothing about, so only hints can tell it."""
-    coarse = torch.from_numpy(rng.uniform(-60, 60, (n, 2, 4, 4)).astype(np.float32))
-    return F.interpolate(coarse, size=(size, size), mode="bilinear",
-                         align_corners=False).numpy()
-
-
 @pytest.fixture(scope="module")
 def hint_model(tmp_path_factory):
-    """A tiny regression network with hint channels, trained on colour it can only learn from
-    the hints: 500 steps of 16 random 32-px fields (about 20 s)."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = network(head="regression", decoder_width=32, hints=True)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    for _ in range(500):
-        ab = _smooth_fields(rng, 16, 32)
-        given = np.stack([H.simulate(a, rng) for a in ab])
-        L = rng.uniform(-1, 1, (16, 1, 32, 32)).astype(np.float32)
-        x = torch.from_numpy(np.concatenate([L, given], 1))
-        loss = F.l1_loss(net(x), torch.from_numpy(ab) / lab.AB_SCALE)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    path = tmp_path_factory.mktemp("hint-model") / "model.pt"
-    save_model(net.eval(), path, size=32)
-    return path
+    return train_hint_model(tmp_path_factory.mktemp("hint-model") / "model.pt", "regression")
 
 
 def test_a_hint_colours_the_pixels_near_it_and_leaves_far_ones(hint_model):
@@ -245,7 +232,7 @@ def test_onnx_takes_hints_as_an_input_and_matches_pytorch(hint_model, tmp_path):
     assert [i.name for i in session.get_inputs()] == ["L", "hints"]
     rng = np.random.default_rng(3)
     L = rng.uniform(-1, 1, (1, 1, 32, 32)).astype(np.float32)
-    given = H.simulate(_smooth_fields(rng, 1, 32)[0], rng, count=4)[None]
+    given = H.simulate(smooth_fields(rng, 1, 32)[0], rng, count=4)[None]
     got = session.run(None, {"L": L, "hints": given})[0]
     net = load_model(hint_model)[0]
     with torch.no_grad():

@@ -102,14 +102,26 @@ def _at_least_one(option: str, value: int) -> int:
 
 
 def cmd_predict(args) -> int:
-    from colorize.predict.predict import predict
-
     _at_least_one("--batch-size", args.batch_size)
     temperature, correction = _decoding(args)
+    hints = _hints(args)
+    _something_to_colorize(args.inputs)  # before torch is imported: a typo answers at once
+    from colorize.predict.predict import predict
+
     result = predict(args.inputs, args.out, args.model, args.batch_size,
                      amp="off" if args.fp32 else "auto", temperature=temperature,
-                     correction=correction, hints=_hints(args))
+                     correction=correction, hints=hints)
     return 1 if result["skipped"] else 0
+
+
+def _something_to_colorize(inputs: list[str]) -> None:
+    """None of the inputs exists: a one-line error (exit 2). When some exist, the missing ones
+    are skipped and listed with the others' results (exit 1)."""
+    if not any(os.path.exists(p) for p in inputs):
+        from colorize.errors import UserError
+
+        shown = ", ".join(inputs[:3]) + (" ..." if len(inputs) > 3 else "")
+        raise UserError(f"{shown}: no such file or folder; nothing to colorize")
 
 
 def _hints(args) -> dict | None:
@@ -151,12 +163,25 @@ def cmd_serve(args) -> int:
 
     limit = _at_least_one("--max-body-mb",
                           MAX_BODY_MB if args.max_body_mb is None else args.max_body_mb)
-    if not 1 <= args.port <= 65535:
-        from colorize.errors import ConfigError
-
-        raise ConfigError(f"--port: {args.port} is not a port (1 to 65535)")
+    _port(args.port)
     serve(args.model, args.host, args.port, limit)
     return 0
+
+
+def cmd_app(args) -> int:
+    _port(args.port)
+    from colorize.predict.app import serve
+
+    print(f"colorize app: http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    serve(args.model, args.host, args.port)
+    return 0
+
+
+def _port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        from colorize.errors import ConfigError
+
+        raise ConfigError(f"--port: {port} is not a port (1 to 65535)")
 
 
 def cmd_export(args) -> int:
@@ -307,6 +332,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5001, help="port")
     p.add_argument("--max-body-mb", type=int, default=None,
                    help="largest request body, in MiB (default: 128, photos up to ~90 MB)")
+    p = stage("app", cmd_app, "colorize photos in the browser (local web app)",
+              "A local page: upload photos, compare gray input, result and original, move the "
+              "decoding sliders (no rerun of the network), click to place colour hints, "
+              "download the full-resolution PNG. Bound to 127.0.0.1: --host 0.0.0.0 lets "
+              "anyone on your network use it (and your CPU); there is no login.")
+    p.add_argument("--model", default=None,
+                   help="the model first shown (as for predict; default: models/model.pt); "
+                        "the page offers the registry's versions too")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=int, default=7861, help="port")
     p = stage("export", cmd_export, "export the network and its decoding to ONNX",
               "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
               "with onnxruntime.")

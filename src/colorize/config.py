@@ -115,6 +115,7 @@ class TrainSettings(Section):
     grad_clip: Annotated[Number, Field(ge=0)]  # max gradient norm; 0 = off
     ema: Annotated[Number, Field(ge=0, lt=1)]  # weight-averaging decay; 0 = off
     scene_loss: Annotated[Number, Field(ge=0)]  # weight of the scene-classification loss
+    hint_free: Annotated[Number, Field(ge=0, lt=1)]  # model.hints: more items with no hint
     compile: StrictBool
     nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from colorize.decoding import Decoding
+from colorize.errors import UserError
 from colorize.model.file import ModelError, load_model
 from colorize.model.network import Colorizer
 from colorize.paths import find_root
@@ -31,6 +32,7 @@ class Resolved:
     size: int
     description: str  # what it is, for the user: path or registry version, with its run
     decoding: Decoding | None = None  # what a registry version was evaluated at, if known
+    metrics: dict[str, float] | None = None  # a registry or run model's test-split headline
 
 
 def resolve(spec: str | None) -> Resolved:
@@ -108,7 +110,9 @@ def _from_mlflow(spec: str) -> Resolved:
             run_id = mv.run_id
             label = f"{name} version {mv.version}, run {run_id[:8]}"
             decoding = Decoding.from_tags(mv.tags)
-        run_name = client.get_run(run_id).info.run_name
+        run = client.get_run(run_id)
+        run_name = run.info.run_name
+        metrics = {k: v for k, v in run.data.metrics.items() if k in HEADLINE}
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "checkpoint/model.pt", tmp)
             model, size, _ = load_model(path)
@@ -116,4 +120,25 @@ def _from_mlflow(spec: str) -> Resolved:
         raise ModelError(f"{spec}: cannot be resolved ({e.message.splitlines()[0][:160]}); "
                          f"choose one with {CHOICES}") from None
     return Resolved(model, size, f"{spec} = {label} ({run_name}; {model.config.head} head)",
-                    decoding)
+                    decoding, metrics)
+
+
+# The evaluation's headline metrics (track/models.py logs them on the pipeline's run).
+HEADLINE = ("eval_model_ciede2000", "eval_gray_ciede2000", "eval_model_auc")
+
+
+def registered_specs(name: str) -> list[str]:
+    """`models:/NAME/VERSION` for every version of the registered model, newest first, and
+    `models:/NAME@ALIAS` for its aliases; empty when there is no store or no such model (the
+    browser app then offers the workspace file alone)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = _client()
+        versions = client.search_model_versions(f"name = '{name}'")
+    except (UserError, MlflowException):  # no store, a bad tracking URI, no such model
+        return []
+    versions = sorted(versions, key=lambda v: -int(v.version))
+    aliases = sorted({a for v in versions for a in (v.aliases or [])})
+    return ([f"models:/{name}@{a}" for a in aliases]
+            + [f"models:/{name}/{v.version}" for v in versions])

@@ -76,9 +76,9 @@ class LabDataset(Dataset):
     (augmented, reproducibly)."""
 
     def __init__(self, store: LabStore, transform: A.Compose | None = None, seed: int = 0,
-                 labels: np.ndarray | None = None, hints: bool = False):
+                 labels: np.ndarray | None = None, hints: bool = False, hint_free: float = 0.0):
         self.store, self.transform, self.seed, self.labels = store, transform, seed, labels
-        self.hints = hints
+        self.hints, self.hint_free = hints, hint_free
 
     def __len__(self) -> int:
         return len(self.store)
@@ -95,7 +95,9 @@ class LabDataset(Dataset):
         inputs = lab.normalize_l(x[:1])
         if self.hints:
             rng = hint_rng(self.seed, epoch or 0, i)
-            inputs = np.concatenate([inputs, simulate_hints(x[1:], rng)])
+            # hint_free: training items that get no hint at all, besides the draw's 1/8.
+            none = epoch is not None and self.hint_free and rng.random() < self.hint_free
+            inputs = np.concatenate([inputs, simulate_hints(x[1:], rng, 0 if none else None)])
         return (torch.from_numpy(np.ascontiguousarray(inputs)),
                 torch.from_numpy(np.ascontiguousarray(lab.normalize_ab(x[1:]))),
                 NO_LABEL if self.labels is None else int(self.labels[i]))

@@ -180,7 +180,7 @@ def make_data(settings: Settings, data_dir: Path, device: torch.device) -> Data:
     common = {"batch_size": per_rank, "num_workers": t.num_workers,
               "persistent_workers": t.num_workers > 0, "pin_memory": device.type == "cuda"}
     train = DataLoader(LabDataset(train_store, train_transform(t.crop, t.crop_scale_min),
-                                  t.seed, train_labels, settings.model.hints),
+                                  t.seed, train_labels, settings.model.hints, t.hint_free),
                        sampler=sampler, drop_last=len(sampler) > per_rank, **common)
     val = DataLoader(Subset(LabDataset(val_store, seed=t.seed, labels=val_labels,
                                        hints=settings.model.hints),
