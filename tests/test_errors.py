@@ -82,6 +82,10 @@ CASES = [
     ("temperature that overflows", lambda d: None,
      ["predict", "photos", "--out", "o", "--temperature", "1e-300"],
      "--temperature: 1e-300 must be a temperature in [0.01, 100]"),
+    ("no such photo", lambda d: None, ["predict", "holidy.jpg", "--out", "o"],
+     "holidy.jpg: no such file or folder; nothing to colorize"),
+    ("app with no such model", lambda d: None, ["app", "--model", "nope.pt"],
+     "nope.pt: no such model file"),
     ("batch size 0", lambda d: None, ["predict", "photos", "--out", "o", "--batch-size", "0"],
      "--batch-size: 0 must be at least 1"),
     ("not a port", lambda d: None, ["serve", "--port", "70000"],
@@ -147,3 +151,19 @@ def test_crafted_model_file_runs_no_code_in_a_real_process(tmp_path):
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(
         "colorize predict: error: evil.pt: refused")
+
+
+def test_every_subcommand_s_help_has_an_example_and_the_decoding_ranges(capsys):
+    from colorize.cli import EXAMPLES, _parser
+    from colorize.decoding import MAX_CORRECTION, MAX_TEMPERATURE
+
+    commands = _parser()._subparsers._group_actions[0].choices
+    assert set(commands) == set(EXAMPLES)  # a new subcommand needs its example
+    for name in commands:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"example: {' '.join(EXAMPLES[name].split())}" in text, name
+        if name in ("predict", "request"):
+            assert f"T in [0.01, {MAX_TEMPERATURE:g}]" in text
+            assert f"in [0, {MAX_CORRECTION:g}]" in text

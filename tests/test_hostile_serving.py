@@ -597,7 +597,8 @@ class Echo:
 
 @pytest.fixture(scope="module")
 def limited():
-    """BodyLimit(Echo, 1000 bytes) served by uvicorn on 127.0.0.1 -> (port, echo app)."""
+    """BodyLimit(Echo, 1000 bytes, the decoding's parameters) served by uvicorn on 127.0.0.1
+    -> (port, echo app)."""
     import uvicorn
 
     from colorize.predict.serve import BodyLimit
@@ -606,8 +607,9 @@ def limited():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(BodyLimit(app, max_bytes=1000), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
+    gate = BodyLimit(app, max_bytes=1000, known_params={"temperature", "prior_correction"})
+    server = uvicorn.Server(uvicorn.Config(gate, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     for _ in range(200):
@@ -660,3 +662,30 @@ def test_body_limit(limited, size, chunked, status):
         assert message["error_code"] == "REQUEST_TOO_LARGE"
         assert "exceeds 1000 bytes" in message["message"]
         assert app.calls == calls  # the app never saw it
+
+
+PARAMS = [
+    ("misspelled", {"temprature": 0.5}, 400, "'temprature'"),
+    ("one-good-one-not", {"temperature": 0.5, "colour": "red"}, 400, "'colour'"),
+    ("known", {"temperature": 0.5, "prior_correction": 0.1}, 200, ""),
+    ("none", None, 200, ""),
+]
+
+
+@pytest.mark.parametrize("params,status,named", [c[1:] for c in PARAMS],
+                         ids=[c[0] for c in PARAMS])
+def test_unknown_served_params_are_a_400_naming_them(limited, params, status, named):
+    port, app = limited
+    body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [["x"]]},
+                       **({"params": params} if params is not None else {})}).encode()
+    calls = app.calls
+    got, answer = _post(port, body)
+    assert got == status, answer[:300]
+    if status == 400:
+        message = json.loads(answer)
+        assert message["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert message["message"].startswith(f"params: unknown {named}")
+        assert "prior_correction, temperature" in message["message"]
+        assert app.calls == calls  # the model never ran
+    else:
+        assert answer == body

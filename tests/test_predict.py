@@ -2,6 +2,7 @@
 what `colorize predict` does with names, missing inputs and bad output folders."""
 
 import io
+import warnings
 
 import cv2
 import numpy as np
@@ -115,7 +116,10 @@ def test_onnx_export_of_the_classification_head_decodes_inside_the_graph(tmp_pat
     model = network(decoder_width=16, head="classification")
     model.set_prior(np.random.default_rng(0).dirichlet(np.ones(bins.num_bins())))
     save_model(model.eval(), tmp_path / "c.pt", size=32)
-    result = export_onnx(str(tmp_path / "c.pt"), tmp_path / "c.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a normal export prints no warning (Python hides
+        warnings.simplefilter("ignore", DeprecationWarning)  # deprecations from users)
+        result = export_onnx(str(tmp_path / "c.pt"), tmp_path / "c.onnx")
     session = ort.InferenceSession(str(tmp_path / "c.onnx"))
     assert [i.name for i in session.get_inputs()] == ["L", "temperature", "prior_correction"]
     L = _real_l(48, 40)  # any size that is a multiple of 8
@@ -133,6 +137,10 @@ def test_onnx_export_of_the_classification_head_decodes_inside_the_graph(tmp_pat
     assert result["decoding"] == Decoding(0.2, 0.55)
     assert (meta["temperature"], meta["prior_correction"], meta["head"]) == (
         "0.2", "0.55", "classification")
+    # How to feed it is in the file, not only in a docstring (the scaling checked above).
+    assert "L* / 50 - 1" in meta["input_L"] and "multiples of 8" in meta["input_L"]
+    assert "a* / 110" in meta["output_ab"] and "temperature" in meta["decoding_inputs"]
+    assert "input_hints" not in meta  # no hint channels in this network
 
 
 @pytest.mark.parametrize("depth,max_diff,mean_diff",

@@ -210,6 +210,23 @@ def cmd_promote(args) -> int:
     return 0
 
 
+EXAMPLES = {
+    "fetch": "colorize fetch   (dvc repro runs every stage in order)",
+    "prepare": "colorize prepare --out-dir data/interim",
+    "preprocess": "colorize preprocess --workers 2",
+    "prior": "colorize prior",
+    "train": "colorize train   (or: dvc exp run -S train.lr=0.001)",
+    "evaluate": "colorize evaluate --model models/checkpoints/<fingerprint>/last.pt",
+    "predict": "colorize predict photo.jpg holidays/ --out colorized/ --temperature 0.38",
+    "request": "colorize request photo.jpg --url http://127.0.0.1:5001 --out served/",
+    "serve": "colorize serve --model models:/colorizer@champion --port 5001",
+    "app": "colorize app --model models:/colorizer@champion   (then open http://127.0.0.1:7861)",
+    "export": "colorize export --model models:/colorizer@champion --out champion.onnx",
+    "sweep": "colorize sweep --workers 2 --n-trials 8; then colorize sweep --apply",
+    "promote": "colorize promote 3",
+}
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless there is none or the help already names it."""
 
@@ -220,13 +237,18 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from colorize.decoding import MAX_CORRECTION, MAX_TEMPERATURE, MIN_TEMPERATURE
+
+    t_range = f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
+    a_range = f"[0, {MAX_CORRECTION:g}]"
     fmt = _Help
     parser = argparse.ArgumentParser(prog="colorize", description=__doc__, formatter_class=fmt)
     parser.add_argument("--params", default="params.yaml", help="parameters file")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stage(name, func, help_, description):
-        p = sub.add_parser(name, help=help_, description=description, formatter_class=fmt)
+        p = sub.add_parser(name, help=help_, description=description, formatter_class=fmt,
+                           epilog=f"example: {EXAMPLES[name]}")
         p.set_defaults(func=func)
         return p
 
@@ -294,13 +316,13 @@ def _parser() -> argparse.ArgumentParser:
                    "models:/colorizer/<version> or runs:/<run id> (default: the repository's "
                    "models/model.pt, found from the repository root)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="classification head: annealed-mean T, 1 = faithful and pale, smaller "
-                   "= more vivid (default: the registry version's evaluated value, else params "
-                   "evaluate.temperature of the repository)")
+                   help=f"classification head: annealed-mean T in {t_range}, 1 = faithful and "
+                   "pale, smaller = more vivid (default: the registry version's evaluated value, "
+                   "else params evaluate.temperature of the repository)")
     p.add_argument("--prior-correction", type=float, default=None,
-                   help="classification head: logits - A log(prior); 0 = as trained, more = "
-                   "rarer, more saturated colours (default: as for --temperature, "
-                   "evaluate.prior_correction)")
+                   help=f"classification head: logits - A log(prior), A in {a_range}; 0 = as "
+                   "trained, more = rarer, more saturated colours (default: as for "
+                   "--temperature, evaluate.prior_correction)")
     p.add_argument("--batch-size", type=int, default=8, help="photos per network call")
     p.add_argument("--fp32", action="store_true",
                    help="plain fp32 (default: bf16 autocast where the CPU/GPU supports it)")
@@ -319,9 +341,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default="http://127.0.0.1:5001", help="the served model")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--temperature", type=float, default=None,
-                   help="classification head: annealed-mean T (default: the served version's)")
+                   help=f"classification head: annealed-mean T in {t_range} (default: the "
+                   "served version's)")
     p.add_argument("--prior-correction", type=float, default=None,
-                   help="classification head: prior correction (default: the served version's)")
+                   help=f"classification head: prior correction in {a_range} (default: the served "
+                   "version's)")
     p = stage("serve", cmd_serve, "serve a registered model over HTTP, with a body limit",
               "The served model of `mlflow models serve` (same protocol: POST /invocations), "
               "with request bodies over --max-body-mb refused (HTTP 413) before they are "
@@ -344,7 +368,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7861, help="port")
     p = stage("export", cmd_export, "export the network and its decoding to ONNX",
               "Reads a model (as for predict); writes an ONNX file checked against PyTorch "
-              "with onnxruntime.")
+              "with onnxruntime. Input L: L*/50 - 1, N x 1 x H x W, H and W multiples of 8; "
+              "output ab: a*/110, b*/110 (the file's metadata says the same, with the working "
+              "size and the suggested decoding).")
     p.add_argument("--model", default=None, help="as for predict")
     p.add_argument("--out", default="models/colorizer.onnx", help="ONNX file (output)")
     p = stage("sweep", cmd_sweep, "Optuna study over learning rate, width and the heads",

@@ -12,6 +12,7 @@ in the file's metadata (`temperature`, `prior_correction`) as the suggested inpu
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,15 @@ from colorize.model.network import WithDecoding
 from colorize.predict.load import resolve as resolve_model
 
 TOLERANCE = 1e-4  # max abs difference on normalized ab (x110 = ab units)
+# How a caller feeds the graph and reads it, in the file's metadata (and `colorize export -h`).
+SCALING = {"input_L": "float32 (N, 1, H, W): L* / 50 - 1 (L* in [0, 100] -> [-1, 1]); H and W "
+                      "multiples of 8 (the network's working size: `working_size`)",
+           "input_hints": "float32 (N, 3, H, W): a* / 110, b* / 110 and a mask (1 where a hint "
+                          "is, 0 elsewhere, with zeros in a*, b*)",
+           "output_ab": "float32 (N, 2, H, W): a* / 110, b* / 110; join with the photo's own L* "
+                        "and convert LAB -> sRGB (D65)",
+           "decoding_inputs": "temperature, prior_correction: one-element float32 tensors "
+                              "(classification head; suggested values below)"}
 
 
 def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
@@ -40,13 +50,20 @@ def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
     image = {0: "batch", 2: "height", 3: "width"}
     axes = {"L": image, "ab": image, **({"hints": image} if "hints" in names else {})}
     tmp = out.with_name(f".{out.name}.tmp")
-    torch.onnx.export(graph, example, str(tmp), dynamo=False, input_names=names,
-                      output_names=["ab"], opset_version=opset, dynamic_axes=axes)
+    with warnings.catch_warnings():
+        # The tracer warns about two things that are constant by construction: the input's
+        # channel count (fixed for one exported graph) and the bin centres (fixed data).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(graph, example, str(tmp), dynamo=False, input_names=names,
+                          output_names=["ab"], opset_version=opset, dynamic_axes=axes)
     diff = check(graph, tmp, size)
     suggested = (resolve(None, None, found.decoding, repository_decoding())
                  if classification else None)
+    scaling = {k: v for k, v in SCALING.items()
+               if (k != "input_hints" or net.config.hints)
+               and (k != "decoding_inputs" or classification)}
     _add_metadata(tmp, {"working_size": str(size), "head": net.config.head,
-                        "hints": str(net.config.hints).lower(),
+                        "hints": str(net.config.hints).lower(), **scaling,
                         **(suggested.tags() if suggested else {})})
     tmp.replace(out)
     print(f"wrote {out} ({net.config.head} head, working size {size}"
