@@ -198,6 +198,7 @@ def test_the_page_colorizes_re_decodes_takes_a_hint_and_downloads_predict_s_png(
                                    ".includes('scan.jpg')", timeout=60_000)
             status = page.inner_text("#status").strip()
             assert status.startswith("⚠ skipped scan.jpg: unreadable") and "\n" not in status
+            page.wait_for_timeout(2000)  # the page's fade-out of the upload's event ends
             page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
         assert requests and all(r.startswith(url) or r.startswith(("data:", "blob:"))

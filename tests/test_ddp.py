@@ -169,3 +169,33 @@ def test_a_ddp_run_killed_after_an_epoch_resumes(repo):
     assert len(_history(root / "cut.csv")) == 3
     assert json.loads((root / "cut.json").read_text())["run_id"] == run_id
     assert torch.load(root / "cut.pt", weights_only=True)["meta"]["run_id"] == run_id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_run_stopped_by_a_signal_ends_killed_in_mlflow_and_keeps_its_checkpoint(repo, signum):
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP) mid-run: the MLflow run says KILLED, not
+    RUNNING forever, the finished epochs' checkpoint stays, and the exit code is 128 + signal."""
+    import mlflow
+
+    from colorize.model.file import read_state
+
+    root, env = repo
+    name = f"stop-{signum.name}"
+    proc = _train(root, env, name, "params-1.yaml", "data-long", stdout=subprocess.DEVNULL,
+                  stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while True:
+        last = list((root / f"ck-{name}").glob("*/last.pt"))
+        if last and len(read_state(last[0])["history"]) >= 1:
+            break
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert "interrupted; finished work is kept" in err and "Traceback" not in err
+    state = read_state(last[0])
+    assert 1 <= len(state["history"]) < 4
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    assert mlflow.MlflowClient().get_run(state["run_id"]).info.status == "KILLED"

@@ -48,14 +48,18 @@ def _decoder(w):
 @pytest.mark.parametrize("width", [128, 64])
 def test_regression_parameter_count_matches_hand_count(width):
     head = _conv(width // 4, 2) + 2
-    assert count_parameters(network(head="regression", decoder_width=width)) == (
+    assert count_parameters(network(head="regression", decoder_width=width, hints=False)) == (
         TRUNK + _decoder(width) + head)
+    # Colour hints (the default): three more input channels for conv1, 64 filters of 7 x 7.
+    assert count_parameters(network(head="regression", decoder_width=width, hints=True)) == (
+        TRUNK + _decoder(width) + head + 3 * 64 * 7 * 7)
 
 
 def test_tutorial_network_has_954434_parameters_and_classification_q_logits_more():
-    tutorial = network(head="regression", decoder_width=128, trunk_depth=2)
+    tutorial = network(head="regression", decoder_width=128, trunk_depth=2, hints=False)
     assert count_parameters(tutorial) == 954_434  # "about 0.95M" (Melas-Kyriazi 2018)
-    classification = network(head="classification", decoder_width=128, trunk_depth=2)
+    classification = network(head="classification", decoder_width=128, trunk_depth=2,
+                             hints=False)
     # The head: a 1x1 conv to 262 logits instead of a 3x3 conv to 2 channels.
     assert count_parameters(classification) - 954_434 == (32 * 262 + 262) - (9 * 32 * 2 + 2)
 
@@ -63,7 +67,7 @@ def test_tutorial_network_has_954434_parameters_and_classification_q_logits_more
 def test_the_network_is_built_from_a_model_config_only():
     with pytest.raises(TypeError):
         Colorizer()  # no code defaults: params.yaml's model section says what to build
-    model = network(head="classification", trunk_depth=4, decoder_width=32)
+    model = network(head="classification", trunk_depth=4, decoder_width=32, hints=False)
     assert [name for name, _ in model.named_children()] == ["trunk", "context", "decoder",
                                                             "head"]
     assert model.trunk.conv1.in_channels == 1

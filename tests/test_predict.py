@@ -27,7 +27,7 @@ def model_file(tmp_path_factory):
     # Seeded, with the last conv scaled down so that ab stays in the moderate range of a trained
     # model: untrained weights can predict ab far outside the sRGB gamut, where clipping moves L.
     torch.manual_seed(0)
-    model = network(head="regression", decoder_width=16)
+    model = network(head="regression", decoder_width=16, hints=False)  # hints: test_hints.py
     with torch.no_grad():
         model.head.weight.mul_(0.2)
     path = tmp_path_factory.mktemp("m") / "model.pt"
@@ -113,7 +113,7 @@ def test_onnx_export_of_the_classification_head_decodes_inside_the_graph(tmp_pat
     from colorize.predict.export import export_onnx
 
     torch.manual_seed(0)
-    model = network(decoder_width=16, head="classification")
+    model = network(decoder_width=16, head="classification", hints=False)
     model.set_prior(np.random.default_rng(0).dirichlet(np.ones(bins.num_bins())))
     save_model(model.eval(), tmp_path / "c.pt", size=32)
     with warnings.catch_warnings():

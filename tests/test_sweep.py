@@ -2,6 +2,7 @@
 stale RUNNING trials, nested MLflow runs, and the best parameters applied through `dvc exp`."""
 
 import json
+import time
 
 import mlflow
 import pytest
@@ -49,6 +50,13 @@ def test_parallel_workers_then_continue_then_nan_then_apply(repo, settings):
     children = _children(root, parent)
     assert len(children) == 4
     assert {c.data.tags["optuna_state"] for c in children} <= {"COMPLETE", "PRUNED", "FAIL"}
+    # Trials log the evaluation's name for a validation score, so they sort with the pipeline's
+    # runs; the parent is named after the study and claims no DVC experiment.
+    assert all("val_model_ciede2000" in c.data.metrics for c in children
+               if c.data.tags["optuna_state"] == "COMPLETE")
+    parent_run = mlflow.MlflowClient().get_run(parent)
+    assert parent_run.info.run_name == "colorize-sweep"
+    assert "dvc_experiment" not in parent_run.data.tags
     assert "dvc exp run -S train.lr=" in out.stdout
 
     # Rerunning with a larger budget continues the same study.
@@ -135,3 +143,16 @@ def test_new_study_starts_with_the_current_params(tmp_path, settings):
     study = make_study(other.sweep)
     enqueue_defaults(study, other)
     assert study.get_trials(states=(TrialState.WAITING,)) == []
+
+
+def test_a_database_that_does_not_answer_is_one_line_without_the_password():
+    from colorize.errors import UserError
+    from colorize.sweep.storage import open_storage
+
+    start = time.monotonic()
+    with pytest.raises(UserError) as e:
+        open_storage("postgresql://u:secret@127.0.0.1:1/optuna", 60)
+    assert time.monotonic() - start < 20  # refused at once, not retried for minutes
+    message = str(e.value)
+    assert message.startswith("sweep.storage postgresql://u:***@127.0.0.1:1/optuna: cannot "
+                              "connect (") and "secret" not in message and "\n" not in message

@@ -59,8 +59,30 @@ def cmd_prior(args) -> int:
     return 0
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: the stack unwinds, so the MLflow run ends as
+    KILLED and finished checkpoints stay (the default action would kill the process where it
+    stands and leave the run RUNNING forever)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    import signal
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, stop)
+
+
 def cmd_train(args) -> int:
     from colorize.train import dist
+
+    _stop_on_signals()
 
     s = _settings(args)
     if s.train.nproc > 1 and not dist.launched_by_torchrun():
@@ -409,10 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"colorize {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"colorize {args.command}: interrupted; finished work is kept, rerun to resume",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 if __name__ == "__main__":

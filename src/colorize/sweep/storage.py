@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from filelock import FileLock
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -94,6 +95,11 @@ def open_storage(storage: str, heartbeat_s: int) -> BaseStorage:
                 raise UserError(f"sweep.storage {redact(storage)}: no database driver "
                                 f"({e.__cause__ or e}); for PostgreSQL: pip install "
                                 "psycopg2-binary") from None
+            except sqlalchemy.exc.OperationalError as e:  # no server, wrong password, no db
+                reason = str(e.orig or e).strip().splitlines()[0][:160]
+                raise UserError(f"sweep.storage {redact(storage)}: cannot connect ({reason}); "
+                                "start the database or fix the URL (a journal file needs "
+                                "none: sweep.storage sweeps/journal.log)") from None
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))

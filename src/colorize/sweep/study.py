@@ -88,11 +88,12 @@ def parent_run_id(study: optuna.Study, settings: Settings, manifest: str | Path)
     if PARENT_ATTR in study.user_attrs:
         return study.user_attrs[PARENT_ATTR]
     experiment_id = mlflow_run.setup(settings.tracking.experiment)
+    # Named after the study; not a DVC experiment, so no dvc_experiment tag.
+    tags = {k: v for k, v in mlflow_run.run_tags(manifest).items() if k != "dvc_experiment"}
     run = mlflow.MlflowClient().create_run(
-        experiment_id, run_name=f"sweep-{study.study_name}",
+        experiment_id, run_name=study.study_name,
         tags={"optuna_study": study.study_name,
-              "optuna_storage": redact(settings.sweep.storage),
-              **mlflow_run.run_tags(manifest)})
+              "optuna_storage": redact(settings.sweep.storage), **tags})
     study.set_user_attr(PARENT_ATTR, run.info.run_id)
     return run.info.run_id
 
@@ -134,6 +135,8 @@ class Objective:
         self.store = LabStore(data_dir / "val") if self.metric != "val_loss" else None
         self.prior, self.settings = prior, settings
         self.maximize = self.metric in MAXIMIZE
+        # What evaluate calls the validation split's score (track/models.py: val_model_*).
+        self.metric_name = "val_loss" if self.metric == "val_loss" else f"val_model_{self.metric}"
 
     def better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.maximize else a < b)
@@ -169,8 +172,10 @@ def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
 
             def on_epoch(e: Epoch, model) -> None:
                 value, t = objective(e, model)
+                # The evaluation's name for the validation split's score (val_model_*), so
+                # trials sort beside pipeline runs in the MLflow UI.
                 mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss,
-                                    f"val_{objective.metric}": value}, step=e.epoch)
+                                    objective.metric_name: value}, step=e.epoch)
                 if objective.better(value, best["value"]):
                     best.update(value=value, temperature=t, epoch=e.epoch)
                 trial.report(value, e.epoch)

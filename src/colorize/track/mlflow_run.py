@@ -175,10 +175,15 @@ def experiment_name() -> str:
     return os.environ.get("DVC_EXP_NAME", "workspace")
 
 
-def run_name() -> str:
-    """MLflow run name: the DVC experiment's name, or workspace@<commit> for `dvc repro`."""
+def run_name(training: str = "") -> str:
+    """MLflow run name: the DVC experiment's name (unique), or for `dvc repro`
+    workspace@<commit>.<training>, where `training` is the start of the training's settings+data
+    fingerprint: two different trainings at one commit (params edited, not committed) are told
+    apart, and a resumed training keeps its name."""
     name = experiment_name()
-    return name if name != "workspace" else f"workspace@{git_commit()[:8]}"
+    if name != "workspace":
+        return name
+    return f"workspace@{git_commit()[:8]}" + (f".{training[:6]}" if training else "")
 
 
 def file_hash(path: str | Path) -> str:

@@ -88,7 +88,8 @@ def _train_main(settings, data_dir, prior, prior_path, manifest, model_path, run
                          f"samples/epoch_{e.epoch:03d}.png")
 
     # After a crash, the resumed training continues the same MLflow run.
-    with mlflow.start_run(run_id=ckpts.run_id, run_name=mlflow_run.run_name()) as active:
+    name = mlflow_run.run_name(ckpts.folder.name)
+    with mlflow.start_run(run_id=ckpts.run_id, run_name=name) as active:
         if ckpts.run_id is None:
             mlflow.log_params({k: v for k, v in settings.flat().items()
                                if not k.startswith("sweep.")})
@@ -97,7 +98,11 @@ def _train_main(settings, data_dir, prior, prior_path, manifest, model_path, run
             if Path(prior_path).with_suffix(".png").exists():
                 mlflow.log_artifact(str(Path(prior_path).with_suffix(".png")), "data")
             ckpts.run_id = active.info.run_id
-        result = fit(settings, data_dir, ckpts, prior, on_epoch=on_epoch)
+        try:
+            result = fit(settings, data_dir, ckpts, prior, on_epoch=on_epoch)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP (cli.py): not a failure
+            mlflow.end_run("KILLED")
+            raise
         save_model(result.model, model_path, settings.preprocess.size,
                    meta={"best_epoch": result.best_epoch, "run_id": active.info.run_id,
                          "experiment": mlflow_run.experiment_name()})
