@@ -103,13 +103,13 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
         return Decoding(float(T), float(A))
 
     def render(state, spec, T, A):
-        """-> result preview, description, status (the three images' right one)."""
+        """-> (the result's preview with the hints outlined, the line saying what made it)."""
         colorizing, photo = current(state, spec)
         if photo is None:
-            return None, describe(colorizing, decoding_of(T, A), 0), ""
+            return None, describe(colorizing, decoding_of(T, A), 0)
         hints = hints_of(state)
         image = marked(colorizing.preview(photo, decoding_of(T, A), hints), photo, hints)
-        return image, describe(colorizing, decoding_of(T, A), len(hints)), ""
+        return image, describe(colorizing, decoding_of(T, A), len(hints))
 
     def guarded(fn, n_outputs: int):
         """Run a handler; a user's mistake becomes the status line, other outputs unchanged.
@@ -168,7 +168,7 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
             colorizing = models.get(spec)  # a bad spec: the status line says why
             d = default_decoding(colorizing.found)
             classification = colorizing.found.model.config.head == "classification"
-            image, text, _ = render(state, spec, d.temperature, d.prior_correction)
+            image, text = render(state, spec, d.temperature, d.prior_correction)
             return (gr.update(value=d.temperature, interactive=classification),
                     gr.update(value=d.prior_correction, interactive=classification),
                     image, text, "")
@@ -187,7 +187,7 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
                 state["shown"] = added[0]
             message = ("⚠ skipped " + "; ".join(skipped)) if skipped else ""
             shown = state["photos"].get(state["shown"])
-            images = ((shown.gray(), *render(state, spec, T_, A_)[:2], shown.preview)
+            images = ((shown.gray(), *render(state, spec, T_, A_), shown.preview)
                       if shown else (None, None, "", None))
             return (state, gr.update(choices=list(state["photos"]), value=state["shown"]),
                     images[0], images[1], images[3], images[2], hints_text(state), message)
@@ -197,26 +197,26 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
                 return state, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
             state["shown"] = name
             shown = state["photos"][name]
-            image, text, _ = render(state, spec, T_, A_)
+            image, text = render(state, spec, T_, A_)
             return state, shown.gray(), image, shown.preview, text, hints_text(state), ""
 
         def on_decoding(state, spec, T_, A_):
-            return render(state, spec, T_, A_)
+            return *render(state, spec, T_, A_), ""
 
         def on_click(state, spec, T_, A_, colour_, side_, evt: gr.SelectData):
             colorizing, shown = current(state, spec)
             if shown is None:
-                return gr.skip(), gr.skip(), gr.skip(), "⚠ upload a photo first"
+                return state, gr.skip(), gr.skip(), gr.skip(), "⚠ upload a photo first"
             if not colorizing.takes_hints:
-                return (gr.skip(), gr.skip(), gr.skip(), "⚠ this model takes no colour hints "
-                        "(it was trained with model.hints: false); choose one trained with "
+                return (state, gr.skip(), gr.skip(), gr.skip(), "⚠ this model takes no colour "
+                        "hints (it was trained with model.hints: false); choose one trained with "
                         "hints")
             x, y = live.to_photo_pixels(shown, *evt.index)
             rgb = H.parse_colour(_hex(colour_), "hint colour")
             side_photo = max(1, round(int(side_) * min(shown.rgb.shape[:2])
                                       / colorizing.found.size))
             hints_of(state).append(H.UserHint(x, y, rgb, side_photo))
-            image, text, _ = render(state, spec, T_, A_)
+            image, text = render(state, spec, T_, A_)
             return state, image, text, hints_text(state), ""
 
         def on_undo(state, spec, T_, A_, drop_all: bool):
@@ -225,7 +225,7 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
                 hints.clear()
             elif hints:
                 hints.pop()
-            image, text, _ = render(state, spec, T_, A_)
+            image, text = render(state, spec, T_, A_)
             return state, image, text, hints_text(state), ""
 
         def on_save(state, spec, T_, A_):
@@ -233,14 +233,15 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
             if shown is None:
                 return gr.skip(), "⚠ upload a photo first"
             rgb = colorizing.full(shown, decoding_of(T_, A_), hints_of(state))
-            path = outdir / (Path(shown.name).stem + ".png")
+            # A folder per save: two pages saving photos of one name never overwrite each other.
+            path = Path(tempfile.mkdtemp(dir=outdir)) / (Path(shown.name).stem + ".png")
             save_png(rgb, path)
             return str(path), ""
 
         def on_save_hints(state):
             if state.get("shown") is None:
                 return gr.skip(), "⚠ upload a photo first"
-            path = outdir / "hints.json"
+            path = Path(tempfile.mkdtemp(dir=outdir)) / "hints.json"
             path.write_text(hints_text(state) + "\n")
             return str(path), ""
 
