@@ -26,7 +26,10 @@ def best_params(study: optuna.Study, metric: str) -> dict | None:
     if not complete:
         return None
     best = study.best_trial
-    params = {PARAM_KEYS[k]: v for k, v in best.params.items()}
+    # Six significant digits: what is printed, written to params.yaml and put in the command
+    # are one and the same value (an lr of 0.0012520653814999472 is written as 0.00125207).
+    params = {PARAM_KEYS[k]: float(f"{v:.6g}") if isinstance(v, float) else v
+              for k, v in best.params.items()}
     if "temperature" in best.user_attrs:  # chosen without retraining, on the same objective
         params["evaluate.temperature"] = best.user_attrs["temperature"]
     return {
@@ -36,6 +39,7 @@ def best_params(study: optuna.Study, metric: str) -> dict | None:
         "value": best.value,
         "params": params,
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        "epochs": best.user_attrs.get("epochs"),  # how long the trial trained
         "counts": {s.name: len(study.get_trials(deepcopy=False, states=(s,)))
                    for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)},
     }

@@ -165,6 +165,7 @@ def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         try:
             settings = trial_settings(base, trial)
+            trial.set_user_attr("epochs", settings.train.epochs)
             objective = Objective(settings, data_dir, prior)
             mlflow.log_params({**{k: v for k, v in settings.flat().items()
                                   if k.split(".")[0] in ("model", "train")},

@@ -75,6 +75,9 @@ def _apply_existing(settings: Settings, params_path: str | Path) -> dict:
         raise UserError(f"study {sweep_settings.study!r} has no completed trial yet: nothing "
                         "to apply (run `colorize sweep`)")
     apply_to_params(best, params_path)
-    print(f"applied trial {best['trial']} ({best['metric']} {best['value']:.5f}) to "
-          f"{params_path}: {best['params']}")
+    values = ", ".join(f"{k}: {v}" for k, v in best["params"].items())
+    trained = (f", after {best['epochs']} epoch(s) of training; params.yaml's train.epochs is "
+               f"{settings.train.epochs}" if best.get("epochs") else "")
+    print(f"applied trial {best['trial']} ({best['metric']} {best['value']:.5f}{trained}) to "
+          f"{params_path}: {values}")
     return {"best": best, "applied": str(params_path)}
