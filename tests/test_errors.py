@@ -153,10 +153,12 @@ def test_crafted_model_file_runs_no_code_in_a_real_process(tmp_path):
         "colorize predict: error: evil.pt: refused")
 
 
-def test_every_subcommand_s_help_has_an_example_and_the_decoding_ranges(capsys):
+def test_every_subcommand_s_help_has_an_example_and_the_decoding_ranges(capsys, monkeypatch):
     from colorize.cli import EXAMPLES, _parser
     from colorize.decoding import MAX_CORRECTION, MAX_TEMPERATURE
 
+    monkeypatch.chdir(REPO)
+    epochs = yaml.safe_load((REPO / "params.yaml").read_text())["sweep"]["epochs"]
     commands = _parser()._subparsers._group_actions[0].choices
     assert set(commands) == set(EXAMPLES)  # a new subcommand needs its example
     for name in commands:
@@ -167,3 +169,5 @@ def test_every_subcommand_s_help_has_an_example_and_the_decoding_ranges(capsys):
         if name in ("predict", "request"):
             assert f"T in [0.01, {MAX_TEMPERATURE:g}]" in text
             assert f"in [0, {MAX_CORRECTION:g}]" in text
+        if name == "sweep":  # the values params.yaml gives (here: the repository's)
+            assert f"--epochs EPOCHS override params sweep.epochs (params.yaml: {epochs})" in text

@@ -249,6 +249,28 @@ EXAMPLES = {
 }
 
 
+def _sweep_defaults(helping: bool):
+    """-> a function giving ' (params.yaml: VALUE)' for a sweep key, read from ./params.yaml
+    when --help is asked for (plain YAML, no validation: a broken file shows no values; only
+    scalars, and a URL is not shown: it may hold a password)."""
+    values: dict = {}
+    try:
+        if helping and os.path.getsize("params.yaml") < (1 << 20):
+            import yaml
+
+            with open("params.yaml") as f:
+                values = (yaml.safe_load(f) or {}).get("sweep") or {}
+    except (OSError, ValueError, AttributeError, ImportError):
+        pass
+
+    def shown(key: str) -> str:
+        value = values.get(key) if isinstance(values, dict) else None
+        if not isinstance(value, int | float | str) or isinstance(value, bool):
+            return ""
+        return f" (params.yaml: {value if '://' not in str(value) else 'a URL'})"
+    return shown
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, unless there is none or the help already names it."""
 
@@ -258,7 +280,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from colorize.decoding import MAX_CORRECTION, MAX_TEMPERATURE, MIN_TEMPERATURE
 
     t_range = f"[{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
@@ -399,12 +421,15 @@ def _parser() -> argparse.ArgumentParser:
               "Reads params sweep and the preprocessed data; runs (or continues) the study in "
               "sweep.storage, logs nested MLflow runs, writes sweeps/<study>-best.json.")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    sweep = _sweep_defaults(bool({"-h", "--help"} & set(argv or ())))
     p.add_argument("--n-trials", type=int, default=None,
-                   help="override params sweep.n_trials (the study's total)")
-    p.add_argument("--epochs", type=int, default=None, help="override params sweep.epochs")
+                   help=f"override params sweep.n_trials (the study's total){sweep('n_trials')}")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"override params sweep.epochs{sweep('epochs')}")
     p.add_argument("--storage", default=None,
-                   help="override params sweep.storage (journal file or RDB URL)")
-    p.add_argument("--study", default=None, help="override params sweep.study")
+                   help=f"override params sweep.storage (journal file or RDB URL)"
+                   f"{sweep('storage')}")
+    p.add_argument("--study", default=None, help=f"override params sweep.study{sweep('study')}")
     p.add_argument("--apply", action="store_true",
                    help="run nothing: write the best trial of the existing study to params.yaml")
     p = stage("promote", cmd_promote, "point @champion at a registered model version",
@@ -418,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     args.argv = argv
     from colorize.errors import UserError
 
