@@ -191,8 +191,8 @@ def test_predict_accepts_every_model_spec(repo, monkeypatch):
     from colorize.predict.load import registered_specs
 
     specs = registered_specs("colorizer")
-    assert specs[0] == "models:/colorizer@workspace" and "models:/colorizer/1" in specs
-    metrics = resolve(specs[0]).metrics
+    assert specs.index("models:/colorizer@workspace") < specs.index("models:/colorizer/1")
+    metrics = resolve("models:/colorizer@workspace").metrics
     evaluated = json.loads((root / "metrics/evaluate.json").read_text())["test"]
     assert metrics["eval_model_ciede2000"] == pytest.approx(evaluated["model"]["ciede2000"])
     assert registered_specs("no-such-model") == []

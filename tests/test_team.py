@@ -85,7 +85,10 @@ def queued(team, bob) -> str:
     env = team.env
     for name, lr in EXPERIMENTS.items():
         run([DVC, "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}"], bob.root, env)
-    run([DVC, "queue", "start", "-j", "2"], bob.root, env)
+    # Not captured: the queue's daemon inherits the command's pipes, and a worker that lingers
+    # after the queue is empty would keep a captured run() waiting for their end.
+    subprocess.run([DVC, "queue", "start", "-j", "2"], cwd=bob.root, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     deadline = time.monotonic() + 900
     while True:
         status = run([DVC, "queue", "status"], bob.root, env).stdout
@@ -95,6 +98,9 @@ def queued(team, bob) -> str:
             run([DVC, "queue", "kill", *EXPERIMENTS], bob.root, env, check=False)
             pytest.fail(f"queued experiments still running after 15 min:\n{status}")
         time.sleep(2)
+    # The queue is empty: stop its workers (one may otherwise idle on after the run).
+    subprocess.run([DVC, "queue", "stop", "--kill"], cwd=bob.root, env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     for name in EXPERIMENTS:
         if not re.search(rf"{name}\s.*Success", status):
             logs = run([DVC, "queue", "logs", name], bob.root, env, check=False)

@@ -135,10 +135,10 @@ def registered_specs(name: str) -> list[str]:
 
     try:
         client = _client()
+        model = client.get_registered_model(name)  # its aliases (version search omits them)
         versions = client.search_model_versions(f"name = '{name}'")
     except (UserError, MlflowException):  # no store, a bad tracking URI, no such model
         return []
-    versions = sorted(versions, key=lambda v: -int(v.version))
-    aliases = sorted({a for v in versions for a in (v.aliases or [])})
-    return ([f"models:/{name}@{a}" for a in aliases]
-            + [f"models:/{name}/{v.version}" for v in versions])
+    numbers = sorted((int(v.version) for v in versions), reverse=True)
+    return ([f"models:/{name}@{a}" for a in sorted(model.aliases or {})]
+            + [f"models:/{name}/{n}" for n in numbers])
