@@ -39,7 +39,6 @@ from colorize.predict import live  # noqa: E402
 from colorize.predict.load import DEFAULT_MODEL, registered_specs  # noqa: E402
 from colorize.predict.load import resolve as resolve_model  # noqa: E402
 
-DEFAULT_PORT = 7861
 MAX_UPLOAD_BYTES = max_file_bytes(live.MAX_PIXELS)
 SYSTEM_FONTS = ["system-ui", "sans-serif"]
 SHOWN = ["download", "fullscreen"]  # no "share": it posts to a hub
@@ -72,8 +71,8 @@ def describe(colorizing: live.Colorizing, decoding: Decoding, n_hints: int) -> s
         line += " · test " + ", ".join(f"{k.removeprefix('eval_')} {v:.3f}"
                                        for k, v in sorted(found.metrics.items()))
     evaluated = f" (evaluated at {found.decoding.label()})" if found.decoding else ""
-    made = (f"decoding {decoding.label()}{evaluated}" if found.model.config.head ==
-            "classification" else "regression head (no decoding)")
+    made = (f"decoding {decoding.label()}{evaluated}" if colorizing.decodes else
+            "regression head (no decoding)")
     hints = (f", {n_hints} colour hint(s)" if colorizing.takes_hints else
              ", takes no colour hints")
     return f"{line}  \n**This image:** {made}{hints}"
@@ -88,7 +87,6 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
     # with its one-line error, and the sliders start at its decoding.
     first = models.get(workspace)
     start = default_decoding(first.found)
-    decodes = first.found.model.config.head == "classification"
     outdir = Path(tempfile.mkdtemp(prefix="colorize-app-"))
 
     def current(state: dict, spec: str) -> tuple[live.Colorizing, live.Photo | None]:
@@ -143,10 +141,10 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
             original = gr.Image(label="Original", interactive=False, format="jpeg",
                                 elem_id="original", buttons=SHOWN)
         with gr.Row():
-            T = gr.Slider(0.01, 1.0, value=start.temperature, step=0.01, interactive=decodes,
+            T = gr.Slider(0.01, 1.0, value=start.temperature, step=0.01, interactive=first.decodes,
                           label="Temperature (smaller = more vivid)", elem_id="temperature")
             A = gr.Slider(0.0, MAX_CORRECTION, value=start.prior_correction, step=0.05,
-                          interactive=decodes, elem_id="correction",
+                          interactive=first.decodes, elem_id="correction",
                           label="Prior correction (more = rarer, more saturated colours)")
         with gr.Row():
             colour = gr.ColorPicker("#d03030", label="Hint colour", elem_id="colour")
@@ -167,10 +165,9 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
         def on_model(state, spec):
             colorizing = models.get(spec)  # a bad spec: the status line says why
             d = default_decoding(colorizing.found)
-            classification = colorizing.found.model.config.head == "classification"
             image, text = render(state, spec, d.temperature, d.prior_correction)
-            return (gr.update(value=d.temperature, interactive=classification),
-                    gr.update(value=d.prior_correction, interactive=classification),
+            return (gr.update(value=d.temperature, interactive=colorizing.decodes),
+                    gr.update(value=d.prior_correction, interactive=colorizing.decodes),
                     image, text, "")
 
         def on_upload(state, paths, spec, T_, A_):
@@ -187,10 +184,10 @@ def build(model_spec: str | None, registered_model: str = "colorizer") -> gr.Blo
                 state["shown"] = added[0]
             message = ("⚠ skipped " + "; ".join(skipped)) if skipped else ""
             shown = state["photos"].get(state["shown"])
-            images = ((shown.gray(), *render(state, spec, T_, A_), shown.preview)
-                      if shown else (None, None, "", None))
+            gray_, original_ = (shown.gray(), shown.preview) if shown else (None, None)
+            result_, about_ = render(state, spec, T_, A_) if shown else (None, "")
             return (state, gr.update(choices=list(state["photos"]), value=state["shown"]),
-                    images[0], images[1], images[3], images[2], hints_text(state), message)
+                    gray_, result_, original_, about_, hints_text(state), message)
 
         def on_photo(state, name, spec, T_, A_):
             if name not in state["photos"]:
@@ -298,4 +295,4 @@ def serve(model_spec: str | None, host: str, port: int, registered_model: str = 
     return page
 
 
-__all__ = ["DEFAULT_PORT", "build", "serve"]
+__all__ = ["build", "serve"]

@@ -24,6 +24,7 @@ from colorize.data.images import (
     decode,
     max_file_bytes,
     read_image_file,
+    to_uint8,
 )
 from colorize.decoding import Decoding
 from colorize.model import hints as H
@@ -66,9 +67,7 @@ def _preview(rgb: np.ndarray) -> np.ndarray:
     k = PREVIEW_SIDE / max(h, w)
     small = rgb if k >= 1 else cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))),
                                           interpolation=cv2.INTER_AREA)
-    if small.dtype != np.uint8:  # 16-bit photos: the page shows 8 bits
-        small = (small.astype(np.float32) / 257.0).round().astype(np.uint8)
-    return np.ascontiguousarray(small)
+    return np.ascontiguousarray(to_uint8(small))  # 16-bit photos: the page shows 8 bits
 
 
 def to_photo_pixels(photo: Photo, x: float, y: float) -> tuple[int, int]:
@@ -88,6 +87,11 @@ class Colorizing:
     @property
     def takes_hints(self) -> bool:
         return self.found.model.config.hints
+
+    @property
+    def decodes(self) -> bool:
+        """A classification head, whose distribution the decoding knobs turn into colours."""
+        return self.found.model.config.head == "classification"
 
     def output(self, photo: Photo, hints: list[H.UserHint]) -> torch.Tensor:
         """The network's output for the photo with these hints (run once, then cached)."""
