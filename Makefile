@@ -28,7 +28,7 @@ run: setup
 	$(BIN)/dvc repro
 	@echo
 	@echo "Done. Look at the results with:"
-	@echo "  .venv/bin/dvc metrics show            # model vs gray baseline, data report"
+	@echo "  .venv/bin/dvc metrics show            # model beside gray on the test photos"
 	@echo "  .venv/bin/dvc plots show              # curves, trade-off, samples, prior -> dvc_plots/index.html"
 	@echo "  make ui                               # MLflow: runs, images, registered model"
 	@echo "  .venv/bin/colorize predict photo.jpg --out colorized/   # your own photos"

@@ -252,12 +252,16 @@ def test_evaluation_scores_the_hint_model_with_0_1_2_5_10_hints(hint_model, sett
     write_index(tmp_path / "val", 32, [{"file": "shard-00000-x.npy", "count": 12,
                                         "ids": [str(i) for i in range(12)], "names": []}])
     np.save(tmp_path / "prior.npy", np.full(262, 1 / 262))
-    outputs = {"metrics_path": tmp_path / "m.json", "tradeoff_path": tmp_path / "t.csv",
+    outputs = {"metrics_path": tmp_path / "m.json", "detail_path": tmp_path / "d.json",
+               "tradeoff_path": tmp_path / "t.csv",
                "samples_path": tmp_path / "s.png", "curve_path": tmp_path / "c.csv",
                "hints_path": tmp_path / "h.csv"}
     results = evaluate(settings, model_path=hint_model, data_dir=tmp_path,
                        prior_path=tmp_path / "prior.npy", **outputs)
     assert results["hints"] is True and results["headline"] == "val"
+    headline = json.loads(outputs["metrics_path"].read_text())  # no test split: validation's
+    assert (headline["split"], headline["photos"]) == ("val", 12)
+    assert headline["ciede2000"] == results["val"]["model"]["ciede2000"]
     rows = [r.split(",") for r in outputs["hints_path"].read_text().splitlines()[1:]]
     assert [int(r[0]) for r in rows] == [0, 1, 2, 5, 10]
     model = [float(r[1]) for r in rows]

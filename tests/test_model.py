@@ -3,6 +3,8 @@ each head learning (overfitting one batch of real photos), model files of the ol
 inference that hands the network tensors on its own device and returns host arrays."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from colorize.evaluate.score import score
 from colorize.model import bins
 from colorize.model.file import FORMAT_V2, ModelError, load_model
 from colorize.model.inference import predict_ab
-from colorize.model.network import Colorizer, count_parameters
+from colorize.model.network import Colorizer, Trunk, count_parameters
 from colorize.preprocess.store import LabStore, write_index, write_shard
 from colorize.train.loss import make_loss
 from conftest import model_config, network, photo_tiles
@@ -241,6 +243,43 @@ class Format2(nn.Module):
 
     def forward(self, L):
         return self.decoder(self.trunk(L))
+
+
+def test_the_trunk_is_torchvisions_resnet18_initialised_and_computed_alike():
+    """torchvision draws the initialisation; the stages it fills are the network's own copy of
+    their structure, with the same names, values, outputs and gradients, bit for bit."""
+    torch.manual_seed(0)
+    r = resnet18(weights=None)
+    torch.manual_seed(0)
+    trunk = Trunk(4)
+    for name in ("bn1", "layer1", "layer2", "layer3", "layer4"):
+        theirs, ours = getattr(r, name).state_dict(), getattr(trunk, name).state_dict()
+        assert list(theirs) == list(ours)
+        assert all(torch.equal(theirs[k], ours[k]) for k in theirs), name
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    inputs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    ours = trunk(inputs[0])["layer4"]
+    y = r.maxpool(r.relu(r.bn1(trunk.conv1(inputs[1]))))
+    theirs = r.layer4(r.layer3(r.layer2(r.layer1(y))))
+    assert torch.equal(ours, theirs)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    assert torch.equal(inputs[0].grad, inputs[1].grad)
+
+
+def test_loading_a_model_file_does_not_import_torchvision(tmp_path):
+    """The network of a model file is built on the meta device and needs no initialisation,
+    so `colorize predict` skips torchvision's import (about 2 s on a cold start)."""
+    from colorize.model.file import save_model
+
+    save_model(network(head="classification", decoder_width=16),
+               tmp_path / "m.pt", 32)
+    code = ("import sys; from colorize.model.file import load_model; "
+            f"load_model({str(tmp_path / 'm.pt')!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize("head", ["regression", "classification"])

@@ -31,8 +31,18 @@ def _run_id(root):
 def test_repro_writes_metrics_for_model_and_gray_baseline(repo):
     root, env = repo
     shown = json.loads(run([BIN / "dvc", "metrics", "show", "--json"], root, env).stdout)
-    metrics = json.loads((root / "metrics/evaluate.json").read_text())
-    assert shown[""]["data"]["metrics/evaluate.json"]["data"] == metrics  # what DVC reads
+    metrics = json.loads((root / "metrics/evaluate_detail.json").read_text())
+    # DVC's metrics are the headline alone: the test split, model beside gray.
+    headline_file = json.loads((root / "metrics/evaluate.json").read_text())
+    assert shown[""]["data"] == {"metrics/evaluate.json": {"data": headline_file}}
+    test = metrics["test"]
+    assert headline_file == {
+        "split": "test", "photos": test["images"],
+        "ciede2000": test["model"]["ciede2000"], "ciede2000_gray": test["gray"]["ciede2000"],
+        "auc": test["model"]["auc"], "auc_gray": test["gray"]["auc"],
+        "colourfulness": test["model"]["colourfulness_ratio"]}
+    table = run([BIN / "dvc", "metrics", "show"], root, env).stdout.splitlines()
+    assert max(map(len, table)) <= 120, table  # readable in a 120-column terminal
     headline = ["ciede2000", "auc", "auc_rebalanced", "psnr", "ssim", "mse_ab",
                 "colourfulness_ratio"]
     for split in ("test", "val"):
@@ -98,7 +108,7 @@ def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     assert len(r.data.tags["data_manifest_sha256"]) == 64
     assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]
     assert "eval_model_auc_rebalanced" in r.data.metrics and "eval_gray_auc" in r.data.metrics
-    metrics = json.loads((root / "metrics/evaluate.json").read_text())
+    metrics = json.loads((root / "metrics/evaluate_detail.json").read_text())
     assert r.data.tags["eval_split"] == "test"  # eval_* are the test split's, val_* validation's
     assert r.data.metrics["eval_model_ciede2000"] == metrics["test"]["model"]["ciede2000"]
     assert r.data.metrics["val_model_ciede2000"] == metrics["val"]["model"]["ciede2000"]
@@ -193,7 +203,7 @@ def test_predict_accepts_every_model_spec(repo, monkeypatch):
     specs = registered_specs("colorizer")
     assert specs.index("models:/colorizer@workspace") < specs.index("models:/colorizer/1")
     metrics = resolve("models:/colorizer@workspace").metrics
-    evaluated = json.loads((root / "metrics/evaluate.json").read_text())["test"]
+    evaluated = json.loads((root / "metrics/evaluate_detail.json").read_text())["test"]
     assert metrics["eval_model_ciede2000"] == pytest.approx(evaluated["model"]["ciede2000"])
     assert registered_specs("no-such-model") == []
 

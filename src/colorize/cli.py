@@ -105,7 +105,8 @@ def cmd_evaluate(args) -> int:
     from colorize.track.models import log_evaluation
 
     s = _settings(args)
-    outputs = {"metrics_path": args.metrics, "tradeoff_path": args.tradeoff,
+    outputs = {"metrics_path": args.metrics, "detail_path": args.detail,
+               "tradeoff_path": args.tradeoff,
                "samples_path": args.samples, "curve_path": args.curve,
                "hints_path": args.hints}
     results = evaluate(s, model_path=args.model, data_dir=args.data, prior_path=args.prior,
@@ -341,7 +342,10 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="LAB shards; the test and val splits are scored")
     p.add_argument("--prior", default=PRIOR, help="ab prior, for the rebalanced AuC")
     p.add_argument("--run-file", default=RUN_FILE, help="the train stage's MLflow run")
-    p.add_argument("--metrics", default="metrics/evaluate.json", help="model vs gray (output)")
+    p.add_argument("--metrics", default="metrics/evaluate.json",
+                   help="the headline, model vs gray (output)")
+    p.add_argument("--detail", default="metrics/evaluate_detail.json",
+                   help="every metric of both splits and the decoding (output)")
     p.add_argument("--tradeoff", default="plots/tradeoff.csv",
                    help="metrics per temperature, validation split (output)")
     p.add_argument("--samples", default="plots/samples.png", help="labelled grid (output)")

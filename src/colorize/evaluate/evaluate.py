@@ -8,10 +8,15 @@ operating point alone, so no choice can be made on it. Without a test split
 (data.test_fraction 0) the headline is the validation split's, and says so.
 
 Outputs (paths given by the caller; dvc.yaml's layout in parentheses):
-  metrics   (metrics/evaluate.json)    {"test": {"images", "model", "gray"}, "val": {...},
-                                       "headline": "test" | "val", "head", decoding} for
-                                       `dvc metrics`; the classification head at its operating
-                                       point (evaluate.temperature, evaluate.prior_correction)
+  metrics   (metrics/evaluate.json)    the headline, what `dvc metrics show` prints in 120
+                                       columns: {"split", "photos", "ciede2000",
+                                       "ciede2000_gray", "auc", "auc_gray", "colourfulness"}
+                                       (colourfulness: the ratio to the truth's)
+  detail    (metrics/evaluate_detail.json)  every metric of both splits: {"test": {"images",
+                                       "model", "gray"}, "val": {...}, "headline": "test" |
+                                       "val", "head", decoding}; the classification head at
+                                       its operating point (evaluate.temperature,
+                                       evaluate.prior_correction)
   tradeoff  (plots/tradeoff.csv)       validation split: one row per (temperature, prior
                                        correction) scored, or the regression model, and gray
   samples   (plots/samples.png)        validation photos: gray input | prediction(s) | truth
@@ -63,8 +68,9 @@ def label(model: Colorizer, d: Decoding) -> str:
 
 
 def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path,
-             prior_path: str | Path, metrics_path: str | Path, tradeoff_path: str | Path,
-             samples_path: str | Path, curve_path: str | Path, hints_path: str | Path) -> dict:
+             prior_path: str | Path, metrics_path: str | Path, detail_path: str | Path,
+             tradeoff_path: str | Path, samples_path: str | Path, curve_path: str | Path,
+             hints_path: str | Path) -> dict:
     model, size, _ = load_model(model_path)
     prior = bins.load_prior(prior_path)
     stores = {"val": LabStore(Path(data_dir) / "val")}
@@ -91,7 +97,8 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
     for d in sorted(decoded, key=lambda d: (-d.prior_correction, -d.temperature)):
         rows.append([label(model, d), d.temperature if cls else "",
                      d.prior_correction if cls else "", *val[d].summary().values()])
-    write_json(metrics_path, results)
+    write_json(metrics_path, headline_metrics(results))
+    write_json(detail_path, results)
     write_csv(tradeoff_path, ["predictor", "temperature", "prior_correction", *HEADLINE], rows)
     best = scores[headline]
     write_csv(curve_path, ["threshold", "model", "gray"],
@@ -104,6 +111,16 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
     imaging.save_png(_grid(model, stores["val"], settings, decoded), samples_path)
     print(json.dumps(results, indent=2))
     return results
+
+
+def headline_metrics(results: dict) -> dict:
+    """The few numbers that answer "is it better than gray?", flat and short-named so that
+    `dvc metrics show` fits a 120-column terminal with each model column beside gray's."""
+    split = results["headline"]
+    m, g = results[split]["model"], results[split]["gray"]
+    return {"split": split, "photos": results[split]["images"],
+            "ciede2000": m["ciede2000"], "ciede2000_gray": g["ciede2000"],
+            "auc": m["auc"], "auc_gray": g["auc"], "colourfulness": m["colourfulness_ratio"]}
 
 
 def _hint_rows(model: Colorizer, store: LabStore, prior: np.ndarray, point: Decoding,

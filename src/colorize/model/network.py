@@ -4,7 +4,11 @@
               channels of model/hints.py: ab and mask; zeros when none are given): conv1,
               bn1, relu, maxpool, then its stages layer1 (64 channels at 1/4), layer2 (128
               at 1/8) and, with model.trunk_depth 3 and 4, layer3 (256 at 1/16) and layer4
-              (512 at 1/32). Random initialisation: weights are never loaded from a hub.
+              (512 at 1/32). Random initialisation: torchvision's resnet18(weights=None)
+              (never weights from a hub), whose stages are then assigned to this file's
+              copy of their structure (BasicBlock). A network built on the meta device,
+              whose weights follow (model/file.py), needs no initialisation and so no
+              torchvision: `colorize predict` starts about 2 s sooner without importing it.
     context   (trunk_depth 3, 4) from the deepest stage back to 1/8: each fusion upsamples the
               deeper features and merges them with the next shallower stage (U-Net style);
               layer1's features then join the decoder at 1/4.
@@ -35,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
 from colorize import lab
 from colorize.config import ModelSettings
@@ -57,17 +60,58 @@ class ConvBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)), inplace=True)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: the same names, parameters and operations in the same
+    order (tests/test_model.py checks the outputs bit for bit)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                         nn.BatchNorm2d(c_out))
+                           if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)  # after, as torchvision:
+        # the order of autograd's gradient sums, so training stays bit-identical
+        return self.relu(out)
+
+
+def resnet18_stage(c_in: int, c_out: int) -> nn.Sequential:
+    """One of ResNet-18's stages: two BasicBlocks, the first with stride 2 unless it is the
+    first stage (64 -> 64)."""
+    stride = 1 if c_in == c_out else 2
+    return nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out))
+
+
 class Trunk(nn.Module):
     """ResNet-18's stem and its first `depth` stages; forward -> each stage's features."""
 
     def __init__(self, depth: int, channels: int = 1):
         super().__init__()
-        r = resnet18(weights=None)  # never load weights from a hub at run time
-        self.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1, self.relu, self.maxpool = r.bn1, r.relu, r.maxpool
         self.stages = [f"layer{i}" for i in range(1, depth + 1)]
-        for name in self.stages:
-            self.add_module(name, getattr(r, name))
+        widths = [64, *(TRUNK_CHANNELS[name] for name in self.stages)]
+        initialise = torch.get_default_device().type != "meta"
+        if initialise:  # torchvision's initialisation, drawn before conv1's as it always was
+            from torchvision.models import resnet18
+
+            r = resnet18(weights=None)  # never load weights from a hub at run time
+        self.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        with torch.device("meta"):  # the structure; the weights are assigned below or later
+            self.bn1 = nn.BatchNorm2d(64)
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            for name, c_in, c_out in zip(self.stages, widths[:-1], widths[1:], strict=True):
+                self.add_module(name, resnet18_stage(c_in, c_out))
+        if initialise:
+            for name in ("bn1", *self.stages):
+                getattr(self, name).load_state_dict(getattr(r, name).state_dict(), assign=True)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
