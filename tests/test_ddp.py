@@ -137,7 +137,7 @@ def test_two_processes_give_the_one_process_loss_curve_and_one_run(repo):
     run_id = json.loads((root / "two.json").read_text())["run_id"]
     client = mlflow.MlflowClient()
     assert client.get_run(run_id).data.params["train.nproc"] == "2"
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run_id, "training/val_loss")] == [1, 2, 3, 4]
     two_process_runs = client.search_runs([client.get_run(run_id).info.experiment_id],
                                           filter_string="params.`train.nproc` = '2'")
     assert [r.info.run_id for r in two_process_runs] == [run_id]  # rank 1 opened none

@@ -106,7 +106,12 @@ def test_mlflow_run_holds_params_curves_images_datasets_and_tags(repo):
     assert r.data.params["model.head"] == "classification"
     assert r.data.tags["dvc_experiment"] == "workspace"
     assert len(r.data.tags["data_manifest_sha256"]) == 64
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "training/val_loss")] == [1, 2]
+    # Per-epoch curves under training/ (MLflow's first section), throughput under system/
+    # (its last); the evaluation's metrics unprefixed, between them.
+    sections = {k.split("/")[0] for k in r.data.metrics if "/" in k}
+    assert sections == {"training", "system"}
+    assert {"training/train_loss", "training/lr", "system/epoch_seconds"} <= set(r.data.metrics)
     assert "eval_model_auc_rebalanced" in r.data.metrics and "eval_gray_auc" in r.data.metrics
     metrics = json.loads((root / "metrics/evaluate_detail.json").read_text())
     assert r.data.tags["eval_split"] == "test"  # eval_* are the test split's, val_* validation's

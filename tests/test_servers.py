@@ -477,7 +477,7 @@ def test_sweep_logs_parent_and_trials_to_the_server(repo, tracking):
     children = _nested(tracking, parent.info.run_id)
     assert len(children) == 2
     for c in children:
-        assert "val_loss" in c.data.metrics and "train.lr" in c.data.params
+        assert "training/val_loss" in c.data.metrics and "train.lr" in c.data.params
     # The study's plots went through the server into its artifact folder.
     plots = {a.path for a in tracking.client().list_artifacts(parent.info.run_id, "sweep")}
     assert "sweep/optimization_history.png" in plots
@@ -493,7 +493,8 @@ def test_repro_and_predict_use_the_tracking_server(repo, tracking, tmp_path):
     client = tracking.client()
     r = client.get_run(info["run_id"])
     assert r.data.params["train.epochs"] == "2"
-    assert [m.step for m in client.get_metric_history(info["run_id"], "val_loss")] == [1, 2]
+    history = client.get_metric_history(info["run_id"], "training/val_loss")
+    assert [m.step for m in history] == [1, 2]
     assert "eval_model_ciede2000" in r.data.metrics and "eval_gray_ciede2000" in r.data.metrics
     samples = {a.path for a in client.list_artifacts(info["run_id"], "samples")}
     assert {"samples/epoch_001.png", "samples/epoch_002.png"} <= samples

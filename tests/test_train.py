@@ -247,7 +247,7 @@ def test_reruns_after_a_code_change_keep_each_run_and_its_id(tiny, tmp_path, mon
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(settings.tracking.experiment).experiment_id
     assert len(client.search_runs([experiment])) == 2
-    assert [m.step for m in client.get_metric_history(second, "val_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(second, "training/val_loss")] == [1, 2]
     assert json.loads((tmp_path / "second-m.json").read_text())["resumed_from_epoch"] == 1
 
     # An unfinished checkpoint of other code: kept aside, a new run from scratch.

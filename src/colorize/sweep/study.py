@@ -136,7 +136,8 @@ class Objective:
         self.prior, self.settings = prior, settings
         self.maximize = self.metric in MAXIMIZE
         # What evaluate calls the validation split's score (track/models.py: val_model_*).
-        self.metric_name = "val_loss" if self.metric == "val_loss" else f"val_model_{self.metric}"
+        self.metric_name = (f"{mlflow_run.CURVES}val_loss" if self.metric == "val_loss"
+                            else f"val_model_{self.metric}")
 
     def better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.maximize else a < b)
@@ -175,7 +176,8 @@ def run_trial(trial: optuna.Trial, base: Settings, parent: str, data_dir: Path,
                 value, t = objective(e, model)
                 # The evaluation's name for the validation split's score (val_model_*), so
                 # trials sort beside pipeline runs in the MLflow UI.
-                mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss,
+                mlflow.log_metrics({f"{mlflow_run.CURVES}train_loss": e.train_loss,
+                                    f"{mlflow_run.CURVES}val_loss": e.val_loss,
                                     objective.metric_name: value}, step=e.epoch)
                 if objective.better(value, best["value"]):
                     best.update(value=value, temperature=t, epoch=e.epoch)

@@ -34,6 +34,10 @@ SETUP_LOCK = f".{STORE}.setup.lock"  # in the repository root, git-ignored (/.*.
 # MLflow 3's experiment kind: model development, not GenAI. (The 3.17 UI still opens on the
 # overview tab; the README links the runs table directly.)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# The prefix of the per-epoch curves (training/train_loss, training/val_loss, training/lr): MLflow's
+# run page draws a section per prefix before the unprefixed metrics (the evaluation's), and
+# "system/" (time per epoch, throughput) last, so the loss curves come first.
+CURVES = "training/"
 
 
 def local_uri() -> str:

@@ -79,10 +79,13 @@ def _train_main(settings, data_dir, prior, prior_path, manifest, model_path, run
     decoding = settings.evaluate.decoding
 
     def on_epoch(e: Epoch, model: Colorizer) -> None:
-        mlflow.log_metrics({"train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr,
-                            "epoch_seconds": e.seconds, "train_images_per_s": e.images_per_s,
-                            **({"scene_loss": e.scene_loss} if settings.train.scene_loss else {})},
-                           step=e.epoch)
+        curves = {"train_loss": e.train_loss, "val_loss": e.val_loss, "lr": e.lr}
+        if settings.train.scene_loss:
+            curves["scene_loss"] = e.scene_loss
+        # The loss curves first on MLflow's run page, throughput in its system section, last.
+        mlflow.log_metrics({**{mlflow_run.CURVES + k: v for k, v in curves.items()},
+                            "system/epoch_seconds": e.seconds,
+                            "system/train_images_per_s": e.images_per_s}, step=e.epoch)
         pred = predict_ab(model, grid[:, 0], [decoding])[0]
         mlflow.log_image(sample_grid(grid[:, 0], pred, grid[:, 1:]),
                          f"samples/epoch_{e.epoch:03d}.png")
