@@ -4,7 +4,7 @@ One row per path, each PASS, FAIL (with the reason) or skipped (with the reason)
   training  N optimizer steps of params.yaml's network at three precisions: bf16 autocast +
             channels_last, fp16 autocast + gradient scaler (the path of GPUs without bf16,
             forced here), and train.compile (torch.compile); at crops 128 and 224 and batches 64
-            and 256. Each row: images/s of
+            and 256, --steps timed steps each (200). Each row: images/s of
               (a) model only: the project's parts (train.loop.build_parts) stepping on one batch
                   already on the device (bench/train.py's "model only": warm-up excluded, median
                   step), and
@@ -13,18 +13,23 @@ One row per path, each PASS, FAIL (with the reason) or skipped (with the reason)
             b/a, the peak memory (device: torch.cuda.max_memory_allocated; CPU: the peak RSS), and
             a sanity check: the loss is finite and falls over the steps (a and b) and the
             forward ran at the precision named.
-  ddp       `python -m torch.distributed.run --nproc_per_node 1` running this file as a child:
-            DistributedDataParallel at world size 1 (NCCL on CUDA, gloo on the CPU; SyncBatchNorm
-            on CUDA, as build_parts converts it) must step exactly as the plain network; then a
-            3-epoch train.loop.fit with train.checkpoint.Checkpoints is killed (SIGTERM, then
-            SIGKILL) once epoch 1 is checkpointed, rerun, and must resume after epoch 1.
+  ddp       `python -m torch.distributed.run --nproc_per_node 1` running this file as a child.
+            The project joins no process group at world size 1 (train/dist.py), so the child
+            joins one (NCCL on CUDA, gloo on the CPU) and wraps the network as build_parts does
+            for more processes (SyncBatchNorm on CUDA, then DistributedDataParallel): it must
+            step exactly as the plain network. Then a 3-epoch train.loop.fit with
+            train.checkpoint.Checkpoints is killed (SIGTERM to torchrun, SIGKILL if that fails)
+            once epoch 1 is checkpointed, rerun, and must resume after epoch 1.
   eval      evaluate.score.score (what the sweep's Objective calls each epoch) with the model on
-            the device: it must run and match the same model's metrics on the CPU.
-  predict   predict.predict.predict (what `colorize predict` runs) with the model on the device:
-            a 1920x1080 photo, a folder of 256x256 photos, a 12000x8000 scan (--scan; on by
-            default on CUDA without --tiny): wall time, peak device memory, peak host RSS, and
-            every PNG written at its input's size.
-  served    predict.service.ColorizerService.predict (the registered pyfunc) on the device;
+            the device: it must run and match the same model's metrics on the CPU (on CUDA
+            both with cuDNN's default TF32 convolutions and without).
+  predict   predict.predict.predict (what `colorize predict` runs), which must put the model
+            on the GPU by itself where there is one (model/file.py's device "auto"; this run
+            found models left on the CPU before): a 1920x1080 photo, a folder of 256x256
+            photos, a 12000x8000 scan (--scan; on by default on CUDA without --tiny): wall
+            time, peak device memory, peak host RSS, and every PNG written at its input's size.
+  served    predict.service.ColorizerService.predict (the registered pyfunc), which must load
+            its model on the device by itself;
             "skipped: mlflow not installed" where mlflow cannot be imported.
   onnx      predict.export.export_onnx of the trained model (its own check against PyTorch on
             the CPU), then onnxruntime against the model on the device.
@@ -39,9 +44,10 @@ lists any that got imported before the served row, and that is a FAIL.
 Usage: python bench/gpu.py [--device cuda|cpu] [--tiny] [--steps N] [--images N]
        [--workers N] [--archive TAR] [--out FILE.json] [--work DIR] [--scan] [--budget-s S]
   GPU machine: the one-line command in bench/gpu_carry.sh (at most 8 minutes on an H200).
-  Dry run on the CPU: python bench/gpu.py --device cpu --tiny --out gpu.json (crop 64, batch 4,
-  a few steps; torch.compile with the aot_eager backend: inductor's C++ build alone takes a
-  minute there). Rows past --budget-s are skipped, never cut short.
+  Dry run on the CPU (tests/test_gpu_bench.py): python bench/gpu.py --device cpu --tiny
+  --out gpu.json: crop 64, batch 4, 8 steps, one combination per precision, torch.compile with
+  the aot_eager backend (inductor's C++ build alone takes a minute there). No row starts after
+  --budget-s (420) seconds, training rows none after 55% of it: those are skipped, not cut.
 Exit status: 1 when a row FAILs, 2 for a usage error.
 """
 
@@ -59,6 +65,7 @@ import math
 import os
 import platform
 import queue
+import re
 import shutil
 import signal
 import statistics
@@ -77,6 +84,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+T0 = time.perf_counter()  # a ddp child's lines say how long after its imports they came
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,11 +160,15 @@ class Report:
                  f"{h['device_name']} ({h['device']}), {h['setting']}", "",
                  "| section | what | setting | device | precision | time or speed | memory | "
                  "result |", "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(self.rows, key=lambda r: SECTIONS.index(r.section)):
-            memory = " / ".join(x for x in (
-                f"{r.memory_mb:.0f} MiB" if r.memory_mb is not None else "",
-                f"RSS {r.host_rss_mb:.0f} MiB" if r.host_rss_mb is not None
-                and h["device"] == "cuda" else "") if x)
+        # Sections in their order; training rows by precision, crop, batch (not run order).
+        for r in sorted(self.rows, key=lambda r: (SECTIONS.index(r.section),
+                                                  r.details.get("combo", []))):
+            cuda = h["device"] == "cuda"
+            memory = ", ".join(x for x in (
+                f"{'device' if cuda else 'RSS'} {r.memory_mb:.0f} MiB"
+                if r.memory_mb is not None else "",
+                f"RSS {r.host_rss_mb:.0f} MiB" if r.host_rss_mb is not None and cuda else "")
+                if x)
             lines.append(f"| {r.section} | {r.what} | {r.setting} | {r.device} | {r.precision} | "
                          f"{_speed(r)} | {memory} | {r.result} |")
         seen = {w: r for r in self.rows for w in r.warnings}
@@ -167,7 +179,9 @@ class Report:
 
 
 def _speed(r: Row) -> str:
-    if r.model_only_images_per_s is not None or r.section == "training":
+    if r.result.startswith("skipped"):
+        return ""
+    if r.section == "training":
         a = f"{r.model_only_images_per_s:.0f}" if r.model_only_images_per_s else "-"
         b = f"{r.images_per_s:.0f}" if r.images_per_s else "-"
         ratio = f" (b/a {r.ratio:.2f})" if r.ratio else ""
@@ -183,20 +197,17 @@ def _speed(r: Row) -> str:
 
 class Peak:
     """Peak memory over a block: the device's (CUDA) and this process's RSS (VmHWM, reset
-    through /proc/self/clear_refs; the lifetime peak where that is refused)."""
+    through /proc/self/clear_refs; the process's lifetime peak where that is refused)."""
 
     def __init__(self, device: torch.device):
         self.device, self.device_mb, self.host_mb = device, None, None
-        self.host_since_start = False
 
     def __enter__(self) -> Peak:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        try:
+        with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            self.host_since_start = True
         return self
 
     def __exit__(self, *exc) -> None:
@@ -233,7 +244,8 @@ def loss_falls(losses: list[float]) -> tuple[bool, str]:
     if not losses:
         return False, "no step ran"
     if not all(math.isfinite(x) for x in losses):
-        return False, f"non-finite loss at step {next(i for i, x in enumerate(losses) if not math.isfinite(x))}"
+        bad = next(i for i, x in enumerate(losses) if not math.isfinite(x))
+        return False, f"loss {losses[bad]} at step {bad + 1}"
     k = max(1, len(losses) // 4)
     first, last = statistics.fmean(losses[:k]), statistics.fmean(losses[-k:])
     return last < first, f"loss {first:.4f} -> {last:.4f} over {len(losses)} steps"
@@ -304,6 +316,11 @@ def subset_archive(source: Path, n: int, out: Path) -> list[bytes]:
     """The first n photos of `source` as a tar of their own (bench/train.py's way); their
     bytes too."""
     blobs: list[bytes] = []
+    try:
+        tarfile.open(source).close()
+    except (tarfile.TarError, OSError) as e:
+        why = " ".join(str(e).split())[:120]
+        raise UsageError(f"--archive {source}: not a readable tar file ({why})") from None
     with tarfile.open(source) as src, tarfile.open(out, "w") as dst:
         for member in src:
             if member.isfile() and member.name.lower().endswith((".jpg", ".jpeg", ".png")):
@@ -325,7 +342,7 @@ def base_settings(args: argparse.Namespace, work: Path):
               "max_flat_fraction": 1.0},
         preprocess={"size": max(args.crops), "workers": args.preprocess_workers},
         train={"device": args.device, "num_workers": args.workers, "epochs": 1,
-               "max_steps_per_epoch": 0},
+               "max_steps_per_epoch": 0, "crop": args.crops[0], "batch_size": args.batches[0]},
         evaluate={"grid_images": 2})
 
 
@@ -359,13 +376,22 @@ class Precision:
     compile: bool
 
 
-def precisions(device: torch.device) -> list[Precision]:
+def own_precision(device: torch.device) -> str:
+    """What the project picks by itself (train.amp auto): bf16 on an H200."""
     from colorize.device import precision_name
 
-    own = precision_name(device, "auto")
+    return precision_name(device, "auto")
+
+
+def precisions(device: torch.device) -> list[Precision]:
     return [Precision("bf16 + channels_last", "bf16", False),
             Precision("fp16 + GradScaler", "fp16", False),
-            Precision(f"{own} + torch.compile", None, True)]
+            Precision(f"{own_precision(device)} + torch.compile", None, True)]
+
+
+def combo_key(device: torch.device, p: Precision, crop: int, batch: int) -> list[int]:
+    """A training row's place in the table: precision, crop, batch."""
+    return [[x.label for x in precisions(device)].index(p.label), crop, batch]
 
 
 def fixed_batch(settings, data_dir: Path, device: torch.device
@@ -428,30 +454,19 @@ def whole_loop(settings, prior: np.ndarray, data_dir: Path, device: torch.device
     compiles). -> (images/s of the timed steps, every step's loss). Saves the network to
     `model_path` when given (the later sections' model)."""
     from colorize.model.file import save_model
-    from colorize.train.loop import build_parts, make_data, seed_everything, train_epoch
+    from colorize.train.loop import build_parts, make_data, seed_everything
 
     t = settings.train
     seed_everything(t.seed)
     data = make_data(settings, data_dir, device)
     parts = build_parts(settings, prior, device, warm + steps, len(data.classes))
     parts.loss = log = LossLog(parts.loss)
-    per_epoch, epoch = len(data.train), 0
-    row.details.update(steps_per_epoch=per_epoch, train_images=data.train_images)
-
-    def run(n: int) -> None:
-        nonlocal epoch
-        done = 0
-        while done < n:
-            epoch += 1
-            data.steps = min(n - done, per_epoch)
-            train_epoch(parts, data, epoch, settings, bar_on=False)
-            done += data.steps
-
+    row.details.update(steps_per_epoch=len(data.train), train_images=data.train_images)
     try:
-        run(warm)
+        epoch = _steps(parts, data, settings, warm, 0)
         _sync(device)
         start = time.perf_counter()
-        run(steps)
+        _steps(parts, data, settings, steps, epoch)
         _sync(device)
         seconds = time.perf_counter() - start
     finally:
@@ -464,14 +479,29 @@ def whole_loop(settings, prior: np.ndarray, data_dir: Path, device: torch.device
     return steps * t.batch_size / seconds, log.floats()
 
 
+def _steps(parts, data, settings, n: int, epoch: int) -> int:
+    """n optimizer steps of train_epoch, over as many epochs as they take -> the last epoch."""
+    from colorize.train.loop import train_epoch
+
+    done, per_epoch = 0, len(data.train)
+    while done < n:
+        epoch += 1
+        data.steps = min(n - done, per_epoch)
+        train_epoch(parts, data, epoch, settings, bar_on=False)
+        done += data.steps
+    return epoch
+
+
 def training_row(args, base, prior, data_dir: Path, device: torch.device, p: Precision,
                  crop: int, batch: int, model_path: Path | None) -> Row:
     settings = training_settings(base, crop, batch, p.compile)
     backend = args.compile_backend if p.compile else None
     row = Row("training", p.label, f"crop {crop}, batch {batch}, {args.steps} steps, "
               f"{settings.train.num_workers} workers"
-              + (f", backend {backend}" if backend else ""), args.device_name, p.label)
-    wanted = p.force or precisions(device)[2].label.split()[0]
+              + (f", backend {backend}" if backend else ""), args.device_name, p.label,
+              details={"combo": combo_key(device, p, crop, batch)})
+    wanted = p.force or own_precision(device)
+    start = time.perf_counter()
     with forced_precision(p.force), compile_backend(backend or "inductor"):
         with Peak(device) as peak_a:
             a, losses_a = model_only(settings, prior, data_dir, device, args.steps, args.warm,
@@ -479,6 +509,7 @@ def training_row(args, base, prior, data_dir: Path, device: torch.device, p: Pre
         with Peak(device) as peak_b:
             b, losses_b = whole_loop(settings, prior, data_dir, device, args.steps, args.warm,
                                      row, model_path)
+    row.seconds = round(time.perf_counter() - start, 2)
     row.model_only_images_per_s, row.images_per_s = round(a, 1), round(b, 1)
     row.ratio = round(b / a, 3)
     row.memory_mb = max(x for x in (peak_a.memory_mb, peak_b.memory_mb) if x is not None)
@@ -514,15 +545,19 @@ def ddp_child(args: argparse.Namespace) -> int:
     out: dict = {"pid": os.getpid(), "env_world_size": os.environ.get("WORLD_SIZE")}
 
     def on_epoch(e, _net) -> None:
-        print(f"{MARK}-EPOCH {json.dumps(asdict(e))}", flush=True)
+        print(f"{MARK}-EPOCH {json.dumps({**asdict(e), 't': _since_start()})}", flush=True)
         if e.epoch == args.hold_after:
-            print(f"{MARK}-HOLD {json.dumps({'pid': os.getpid()})}", flush=True)
+            print(f"{MARK}-HOLD {json.dumps({'pid': os.getpid(), 't': _since_start()})}",
+                  flush=True)
             time.sleep(HOLD_S)
 
     with dist.session(settings.train.device):  # as train.train: a no-op at world size 1
         out["project_joined_group"] = torch.distributed.is_initialized()
         if args.ddp_check:
-            out["ddp_check"] = ddp_step_check(settings, prior, Path(args.data))
+            check = ddp_step_check(settings, prior, Path(args.data))
+            check.update(forbidden_imported=forbidden_imported(), t=_since_start(),
+                         project_joined_group=out["project_joined_group"])
+            print(f"{MARK}-DDP {json.dumps(check)}", flush=True)
         checkpoints = Checkpoints(args.ckpt, CODE, settings.train.epochs, log=print)
         result = fit(settings, args.data, checkpoints, prior, on_epoch=on_epoch, log=print,
                      progress=False)
@@ -530,7 +565,8 @@ def ddp_child(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
     out.update(resumed_from=result.resumed_from, epochs=[e.epoch for e in result.history],
                history=[asdict(e) for e in result.history], best_epoch=result.best_epoch,
-               forbidden_imported=sorted(m for m in FORBIDDEN if m in sys.modules))
+               forbidden_imported=forbidden_imported())
+    out["t"] = _since_start()
     Path(args.result).write_text(json.dumps(out))
     return 0
 
@@ -538,7 +574,8 @@ def ddp_child(args: argparse.Namespace) -> int:
 def ddp_step_check(settings, prior: np.ndarray, data_dir: Path) -> dict:
     """Join a process group (the project joins none at world size 1), wrap the network as
     build_parts does for world > 1 (SyncBatchNorm on CUDA, then DDP) and check that three fp32
-    steps give the weights that the plain network gets."""
+    SGD steps give the weights that the plain network gets (SGD: Adam would magnify the
+    rounding noise of near-zero gradients into whole steps)."""
     import torch.distributed as tdist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -565,19 +602,29 @@ def ddp_step_check(settings, prior: np.ndarray, data_dir: Path) -> dict:
     x, ab = fixed_batch(settings, data_dir, device)
     with tf32(False):
         for model in (ddp, plain):
-            opt = torch.optim.Adam(model.parameters(), lr=settings.train.lr)
+            opt = torch.optim.SGD(model.parameters(), lr=settings.train.lr)
             for _ in range(3):
                 loss = loss_fn(model(x), ab)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-    diff = max(float((a - b).abs().max()) for a, b in
-               zip(ddp.module.parameters(), plain.parameters(), strict=True))
+    with torch.no_grad():
+        diff = max(float((a - b).abs().max()) for a, b in
+                   zip(ddp.module.parameters(), plain.parameters(), strict=True))
     total = torch.ones(1, device=device)
     tdist.all_reduce(total)
     return {"backend": tdist.get_backend(), "world": tdist.get_world_size(),
             "sync_batchnorm_layers": synced, "max_weight_diff": diff,
             "all_reduce": float(total.item())}
+
+
+def forbidden_imported() -> list[str]:
+    """The FORBIDDEN modules imported so far (None in sys.modules marks one as absent)."""
+    return sorted(m for m in FORBIDDEN if sys.modules.get(m) is not None)
+
+
+def _since_start() -> float:
+    return round(time.perf_counter() - T0, 2)
 
 
 class Child:
@@ -599,9 +646,10 @@ class Child:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.log.append(line.rstrip())
-            self.lines.put(line.rstrip())
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.log.append(line.rstrip())
+                self.lines.put(line.rstrip())
         self.lines.put(None)
 
     def wait_for(self, marker: str, timeout: float) -> str | None:
@@ -618,13 +666,22 @@ class Child:
                 return line
         return None
 
-    def tail(self, n: int = 8) -> str:
-        return " | ".join(self.log[-n:])
+    def tail(self) -> str:
+        """Why it failed: the last exception line it printed, else its last lines."""
+        errors = [x.strip() for x in self.log if re.match(
+            r"^(\[rank\d+\]:)?\s*[\w.]*(Error|Exception|Interrupt)\b", x.strip())
+            and "ChildFailedError" not in x]
+        return errors[-1][:300] if errors else " | ".join(self.log[-6:])[-300:]
 
     def stop(self) -> None:
+        """SIGTERM to torchrun (which stops its worker), SIGKILL after 30 s."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def _alive(pid: int) -> bool:
@@ -637,7 +694,16 @@ def _alive(pid: int) -> bool:
 
 
 def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
-    """Launch 1: DDP check + fit, killed once epoch 1 is checkpointed. Launch 2: the resume."""
+    """Launch 1: DDP check + fit, killed once epoch 1 is checkpointed. Launch 2: the resume.
+    The rows keep the warnings the children printed."""
+    children: list[Child] = []
+    rows = _ddp_launches(args, base, data_dir, work, children)
+    for row in rows:
+        row.warnings = child_warnings(*children)
+    return rows
+
+
+def _ddp_launches(args, base, data_dir: Path, work: Path, children: list[Child]) -> list[Row]:
     from colorize.model.file import read_state
 
     t = base.train
@@ -652,11 +718,12 @@ def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
                f"{args.batches[0]}, 3 epochs of {args.ddp_steps} steps, {t.num_workers} workers")
     check = Row("ddp", "DDP step == plain step (world 1)", setting, args.device_name, "fp32")
     kill = Row("ddp", "kill after epoch 1 + resume", setting, args.device_name,
-               precisions(torch.device(args.device))[2].label.split()[0])
-    limit = 600 if args.device == "cuda" else 180
+               own_precision(torch.device(args.device)))
+    limit = 240 if args.device == "cuda" else 180  # a hung NCCL must not eat the budget
     start = time.perf_counter()
     first = Child(args, settings_file, data_dir, ckpt, work / "ddp-1.json", hold_after=1,
                   ddp_check=True)
+    children.append(first)
     try:
         held = first.wait_for(f"{MARK}-HOLD", limit)
         if held is None:
@@ -665,6 +732,7 @@ def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
             kill.fail(reason)
             return [check, kill]
         worker = json.loads(held.split(" ", 1)[1])["pid"]
+        kill.details["seconds_to_checkpoint_1"] = round(time.perf_counter() - start, 2)
         epoch1 = [json.loads(line.split(" ", 1)[1]) for line in first.log
                   if line.startswith(f"{MARK}-EPOCH")]
         first.proc.send_signal(signal.SIGTERM)  # to torchrun, which stops its worker
@@ -674,7 +742,8 @@ def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker, signal.SIGKILL)
-            first.stop()
+            first.proc.kill()
+            first.proc.wait()
             how = "SIGTERM ignored for 60 s: SIGKILL"
         deadline = time.monotonic() + 20
         while _alive(worker) and time.monotonic() < deadline:
@@ -685,14 +754,16 @@ def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
     finally:
         first.stop()
     check.seconds = round(time.perf_counter() - start, 2)
-    _ddp_check_result(check, first, work / "ddp-1.json")
+    _ddp_check_result(check, first, backend)
     kill.details.update(killed=how, checkpoint_epochs=len(read_state(ckpt / "last.pt")["history"])
                         if (ckpt / "last.pt").exists() else 0)
     kill.check(kill.details["checkpoint_epochs"] == 1,
                f"last.pt holds {kill.details['checkpoint_epochs']} epochs after the kill, not 1")
     if (work / "ddp-1.json").exists():
         kill.fail("the killed run finished anyway")
+    kill.details["seconds_to_kill"] = round(time.perf_counter() - start, 2)
     second = Child(args, settings_file, data_dir, ckpt, work / "ddp-2.json")
+    children.append(second)
     try:
         second.proc.wait(timeout=limit)
     except subprocess.TimeoutExpired:
@@ -715,7 +786,13 @@ def ddp_rows(args, base, data_dir: Path, work: Path) -> list[Row]:
     return [check, kill]
 
 
-def _ddp_check_result(row: Row, child: Child, result: Path) -> None:
+def child_warnings(*children: Child) -> list[str]:
+    """The distinct warning lines the ddp children printed (theirs are not this process's)."""
+    return list(dict.fromkeys(line.strip()[:200] for c in children for line in c.log
+                              if "Warning:" in line))[:6]
+
+
+def _ddp_check_result(row: Row, child: Child, expected: str) -> None:
     """The DDP check's numbers, from the child's --ddp-check output (printed in its log)."""
     found = next((x for x in child.log if x.startswith(f"{MARK}-DDP")), None)
     if found is None:
@@ -723,7 +800,6 @@ def _ddp_check_result(row: Row, child: Child, result: Path) -> None:
         return
     info = json.loads(found.split(" ", 1)[1])
     row.details.update(info)
-    expected = "nccl" if row.setting.split(", ")[1] == "nccl" else "gloo"
     row.check(info["backend"] == expected, f"backend {info['backend']}, not {expected}")
     row.check(info["world"] == 1 and info["all_reduce"] == 1.0, "all_reduce over 1 rank != 1")
     row.check(info["max_weight_diff"] <= 1e-5,
@@ -775,28 +851,27 @@ def eval_row(args, base, data_dir: Path, prior: np.ndarray, model_path: Path,
     row.details["cpu"] = on_cpu
     for name, got in runs.items():
         atol, rtol = EVAL_TOL[name]
-        diffs = {f"{d} {k}": abs(v - on_cpu[d][k]) for d in got for k, v in got[d].items()}
+        diffs = {(d, k): abs(v - on_cpu[d][k]) for d in got for k, v in got[d].items()}
         worst = max(diffs, key=diffs.get)
         row.details[f"max_abs_diff_{name}"] = diffs[worst]
-        row.details[f"worst_{name}"] = worst
-        bad = [k for k, v in diffs.items()
-               if v > atol + rtol * abs(on_cpu[k.rsplit(' ', 1)[0]][k.rsplit(' ', 1)[1]])]
-        row.check(not bad, f"{name}: {worst} differs from the CPU by {diffs[worst]:.4g}")
+        row.details[f"worst_{name}"] = " ".join(worst)
+        bad = [key for key, v in diffs.items() if v > atol + rtol * abs(on_cpu[key[0]][key[1]])]
+        row.check(not bad, f"{name}: {' '.join(worst)} differs from the CPU by "
+                           f"{diffs[worst]:.4g}")
     row.details["device"] = on_device
     return row
 
 
 @contextlib.contextmanager
-def model_on(device: torch.device, module) -> Iterator[list[str]]:
-    """The predict module's model resolver, moving what it resolves to `device` (the project
-    loads models on the CPU and never moves them); yields the devices it put models on."""
+def models_seen(module) -> Iterator[list[str]]:
+    """The predict module's model resolver, watched: yields the device type of each model it
+    resolved (the GPU's where there is one, as `colorize predict` loads them)."""
     original = module.resolve_model
     used: list[str] = []
 
-    def resolve(spec):
-        found = original(spec)
-        found.model = found.model.to(device)
-        used.append(str(next(found.model.parameters()).device))
+    def resolve(*args, **kwargs):
+        found = original(*args, **kwargs)
+        used.append(next(found.model.parameters()).device.type)
         return found
 
     module.resolve_model = resolve
@@ -804,6 +879,17 @@ def model_on(device: torch.device, module) -> Iterator[list[str]]:
         yield used
     finally:
         module.resolve_model = original
+
+
+def image_sizes(files: list) -> list[tuple[int, int]]:
+    """(width, height) of each image file, from its header."""
+    from PIL import Image
+
+    sizes = []
+    for f in files:
+        with Image.open(f) as image:
+            sizes.append(image.size)
+    return sizes
 
 
 def write_photo(rgb: np.ndarray, path: Path) -> Path:
@@ -826,8 +912,6 @@ def resized(blob: bytes, width: int, height: int) -> np.ndarray:
 
 def predict_rows(args, base, blobs: list[bytes], model_path: Path, device: torch.device,
                  work: Path, clock: Clock) -> list[Row]:
-    from PIL import Image
-
     import colorize.predict.predict as P
 
     e = base.evaluate
@@ -856,7 +940,7 @@ def predict_rows(args, base, blobs: list[bytes], model_path: Path, device: torch
         out = root / f"out-{len(rows)}"
         row.setting = f"model on the device, batch size 8, out {out.name}"
         try:
-            with Peak(device) as peak, model_on(device, P) as used, \
+            with Peak(device) as peak, models_seen(P) as used, \
                     contextlib.redirect_stdout(sys.stderr):
                 start = time.perf_counter()
                 result = P.predict([str(p) for p in inputs], str(out), str(model_path),
@@ -871,12 +955,10 @@ def predict_rows(args, base, blobs: list[bytes], model_path: Path, device: torch
         row.memory_mb, row.host_rss_mb = peak.memory_mb, peak.host_mb
         written = sorted(result["written"])
         sources = sorted(p for i in inputs for p in ([i] if i.is_file() else i.iterdir()))
-        sizes = [Image.open(p).size for p in written]
-        expected = [Image.open(p).size for p in sources]
+        sizes, expected = image_sizes(written), image_sizes(sources)
         row.details.update(written=written, sizes=sizes, model_device=used,
                            skipped=result["skipped"])
-        row.check(used == [str(device) if device.type == "cuda" else "cpu"],
-                  f"the network ran on {used}")
+        row.check(used == [device.type], f"the network ran on {used}, not {device.type}")
         row.check(not result["skipped"], f"skipped {result['skipped'][:2]}")
         row.check(len(written) == count, f"{len(written)} PNGs written, not {count}")
         row.check(sorted(sizes) == sorted(expected), f"PNG sizes {sizes[:3]} != {expected[:3]}")
@@ -887,8 +969,6 @@ def predict_rows(args, base, blobs: list[bytes], model_path: Path, device: torch
 def served_row(args, base, blobs: list[bytes], model_path: Path, device: torch.device) -> Row:
     """The registered pyfunc's predict (predict/service.py) with the model on the device."""
     import importlib.util
-
-    from PIL import Image
 
     row = Row("served", "ColorizerService.predict", "a 1920x1080 and a 256x256 photo",
               args.device_name, "auto (as served)")
@@ -907,7 +987,8 @@ def served_row(args, base, blobs: list[bytes], model_path: Path, device: torch.d
         model_config={"decoding": {"temperature": e.temperature,
                                    "prior_correction": e.prior_correction}})
     service.load_context(context)
-    service.model = service.model.to(device)
+    on = next(service.model.parameters()).device.type
+    row.check(on == device.type, f"the served model loaded on {on}, not {device.type}")
     photos = [resized(blobs[0], 1920, 1080), resized(blobs[1 % len(blobs)], 256, 256)]
     frame = image_frame([encode_png(p) for p in photos])
     with Peak(device) as peak:
@@ -916,8 +997,7 @@ def served_row(args, base, blobs: list[bytes], model_path: Path, device: torch.d
         row.seconds = round(time.perf_counter() - start, 2)
     row.memory_mb, row.host_rss_mb = peak.memory_mb, peak.host_mb
     errors = [x for x in response["error"] if x]
-    sizes = [Image.open(io.BytesIO(base64.b64decode(b))).size if b else None
-             for b in response["image"]]
+    sizes = image_sizes([io.BytesIO(base64.b64decode(b)) for b in response["image"] if b])
     row.details.update(sizes=sizes, errors=errors)
     row.check(not errors, f"errors {errors[:2]}")
     row.check(sizes == [(1920, 1080), (256, 256)], f"sizes {sizes}")
@@ -925,6 +1005,8 @@ def served_row(args, base, blobs: list[bytes], model_path: Path, device: torch.d
 
 
 def onnx_row(args, model_path: Path, device: torch.device, work: Path) -> Row:
+    """export_onnx as `colorize export` runs it (the model file, on the CPU, with its own check
+    against PyTorch there), then onnxruntime against the same network on the device."""
     import importlib.util
 
     row = Row("onnx", "export_onnx + onnxruntime vs the device", "", args.device_name,
@@ -947,9 +1029,8 @@ def onnx_row(args, model_path: Path, device: torch.device, work: Path) -> Row:
     row.seconds = round(time.perf_counter() - start, 2)
     model, size, _ = load_model(model_path)
     graph = WithDecoding(model.to(device)).eval()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                 if p in ort.get_available_providers()]
-    session = ort.InferenceSession(str(out), providers=providers)
+    # The CPU provider, as export.check uses (a CUDA one would bring TF32 of its own).
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     values = {"L": rng.uniform(-1, 1, (2, 1, size, size)).astype(np.float32),
               "temperature": np.array([0.38], np.float32),
@@ -961,10 +1042,10 @@ def onnx_row(args, model_path: Path, device: torch.device, work: Path) -> Row:
         expected = graph(*(torch.from_numpy(v).to(device) for v in feed.values()))
     got = session.run(None, feed)[0]
     diff = float(np.abs(got - expected.float().cpu().numpy()).max())
-    row.setting = f"opset 17, working size {size}, ort {', '.join(providers)}"
+    row.setting = f"opset 17, working size {size}, onnxruntime {ort.__version__} on the CPU"
     row.details.update(path=str(out), max_abs_diff_cpu=exported["max_abs_diff"],
                        max_abs_diff_device=diff, tolerance_cpu=TOLERANCE,
-                       tolerance_device=ONNX_DEVICE_TOL, providers=session.get_providers())
+                       tolerance_device=ONNX_DEVICE_TOL)
     row.check(exported["max_abs_diff"] <= TOLERANCE,
               f"onnx vs torch on the CPU {exported['max_abs_diff']:.2e}")
     row.check(diff <= ONNX_DEVICE_TOL, f"onnx vs torch on the device {diff:.2e}")
@@ -978,7 +1059,7 @@ def onnx_row(args, model_path: Path, device: torch.device, work: Path) -> Row:
 class Clock:
     """The --budget-s budget: training may use `training_share` of it, the rest the others."""
 
-    def __init__(self, budget_s: float, training_share: float = 0.6):
+    def __init__(self, budget_s: float, training_share: float = 0.55):
         self.start, self.budget_s, self.share = time.monotonic(), budget_s, training_share
 
     def elapsed(self) -> float:
@@ -1000,6 +1081,7 @@ def guarded(report: Report, make: Callable[[], Row | list[Row]], fallback: Row) 
     warnings it raised are kept with it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ResourceWarning)  # garbage collection's timing
         try:
             rows = make()
         except Exception as error:  # noqa: BLE001 - the row says why; the traceback to stderr
@@ -1009,7 +1091,7 @@ def guarded(report: Report, make: Callable[[], Row | list[Row]], fallback: Row) 
     messages = list(dict.fromkeys(
         f"{w.category.__name__}: {str(w.message).splitlines()[0][:200]}" for w in caught))
     for row in rows if isinstance(rows, list) else [rows]:
-        row.warnings = messages[:6]
+        row.warnings = list(dict.fromkeys([*row.warnings, *messages]))[:6]
         report.add(row)
 
 
@@ -1050,23 +1132,25 @@ def device_name(device: str) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")
+                   default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="default: cuda where there is one")
     p.add_argument("--tiny", action="store_true",
                    help="crop 64, batch 4, a few steps, one combination per precision")
-    p.add_argument("--steps", type=int, help="timed steps per training row (200; --tiny 12)")
+    p.add_argument("--steps", type=int, help="timed steps per training row (200; --tiny 8)")
     p.add_argument("--images", type=int, help="photos taken from --archive (2048; --tiny 64)")
     p.add_argument("--workers", type=int, help="train.num_workers (8; --tiny 1)")
     p.add_argument("--crops", help="training crops, comma-separated (128,224; --tiny 64)")
     p.add_argument("--batches", help="training batches, comma-separated (64,256; --tiny 4)")
-    p.add_argument("--archive", default=str(DEFAULT_ARCHIVE), help="a tar of photos")
+    p.add_argument("--archive", default=str(DEFAULT_ARCHIVE),
+                   help="a tar of photos (default: ../shared/data/miniplaces-11k.tar)")
     p.add_argument("--out", type=Path, help="write the rows as JSON here too")
     p.add_argument("--work", type=Path, help="keep the data and outputs here (default: a "
                                              "temporary folder, removed)")
     p.add_argument("--scan", action=argparse.BooleanOptionalAction, default=None,
                    help="predict a 12000x8000 scan (default: on CUDA without --tiny)")
-    p.add_argument("--budget-s", type=float, default=450,
-                   help="skip rows that would start after this many seconds (0: no limit); "
-                        "training stops starting rows at 60%% of it")
+    p.add_argument("--budget-s", type=float, default=420,
+                   help="start no row after this many seconds (0: no limit); training starts "
+                        "none after 55%% of it (default 420: the whole run in 8 minutes)")
     p.add_argument("--compile-backend", help="torch.compile backend of the compile rows "
                                              "(inductor; aot_eager with --tiny on the CPU)")
     p.add_argument("--child", choices=("ddp",), help=argparse.SUPPRESS)
@@ -1080,8 +1164,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
     tiny = args.tiny
-    args.steps = args.steps or (12 if tiny else 200)
-    args.warm = 2 if tiny else 10
+    args.steps = args.steps or (8 if tiny else 200)
+    args.warm = 1 if tiny else 10
     args.images = args.images or (64 if tiny else 2048)
     args.workers = args.workers if args.workers is not None else (1 if tiny else 8)
     try:
@@ -1099,6 +1183,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.preprocess_workers = 1 if tiny else max(1, min(16, os.cpu_count() or 1))
     args.predict_photos = 8 if tiny else 64
     args.ddp_steps = 3 if tiny else 20
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise UsageError(f"--work {args.work}: not empty (give a new or empty folder)")
     if not Path(args.archive).is_file():
         raise UsageError(f"--archive {args.archive}: no such file (a tar of photos; "
                          "bench/gpu_carry.sh makes .gpudata/photos.tar)")
@@ -1139,7 +1225,7 @@ def run(args: argparse.Namespace) -> int:
         combos = combinations(args, device)
         for p, crop, batch in tqdm(combos, desc="training rows", unit="row", file=sys.stderr):
             skipped = Row("training", p.label, f"crop {crop}, batch {batch}", args.device_name,
-                          p.label)
+                          p.label, details={"combo": combo_key(device, p, crop, batch)})
             if clock.over(training=True):
                 skipped.result = f"skipped: past {clock.share:.0%} of the --budget-s budget"
                 report.add(skipped)
@@ -1170,14 +1256,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"[gpu] {section} ...", file=sys.stderr, flush=True)
             guarded(report, make, fallback)
         # Last: the served row may import mlflow (and pandas); nothing before it may.
-        imported = sorted(m for m in FORBIDDEN if m in sys.modules)
+        imported = forbidden_imported()
         report.header["forbidden_imported_before_served"] = imported
         if imported:
             bad = Row("served", "imports", "before the served row", args.device_name, "-")
             bad.fail(f"imported {imported} (absent on the GPU machine)")
             report.add(bad)
-        guarded(report, lambda: served_row(args, base, blobs, model_path, device),
-                Row("served", "ColorizerService.predict", "", args.device_name, "auto"))
+        served = Row("served", "ColorizerService.predict", "", args.device_name, "auto")
+        if clock.over():
+            served.result = f"skipped: past the --budget-s {args.budget_s:g} s budget"
+            report.add(served)
+        else:
+            guarded(report, lambda: served_row(args, base, blobs, model_path, device), served)
         report.header["seconds"] = round(clock.elapsed(), 1)
         report.save()
     print(report.markdown())
@@ -1204,11 +1294,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name in ("colorize", "pydantic", "albumentations"):
-            print(f"error: {e.name} is not importable: install bench/gpu_carry.sh's wheels and "
-                  "put src on PYTHONPATH (its header has the command)", file=sys.stderr)
-            return 2
-        raise
+        if e.name not in ("colorize", "pydantic", "albumentations"):
+            raise
+        print(f"error: {e.name} is not importable: install bench/gpu_carry.sh's wheels and put "
+              "src on PYTHONPATH (its header has the command)", file=sys.stderr)
+        return 2
+    except Exception as e:
+        errors = sys.modules.get("colorize.errors")  # e.g. an archive without a usable photo
+        if errors is None or not isinstance(e, errors.UserError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,13 +21,13 @@ import argparse
 import io
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from gpu import subset_archive  # bench/gpu.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 MINIPLACES = REPO.parent / "shared" / "data" / "miniplaces-11k.tar"
@@ -45,20 +45,6 @@ def settings_for(args, data_dir: Path):
                "max_steps_per_epoch": args.steps, "device": args.device,
                "num_workers": args.workers},
         evaluate={"batch_size": 64})
-
-
-def subset_archive(n: int, out: Path) -> list[bytes]:
-    """The first n JPEGs of miniplaces as a tar of their own; returns their bytes too."""
-    blobs = []
-    with tarfile.open(MINIPLACES) as src, tarfile.open(out, "w") as dst:
-        for member in src:
-            if member.isfile() and member.name.endswith(".jpg"):
-                data = src.extractfile(member).read()
-                dst.addfile(member, io.BytesIO(data))
-                blobs.append(data)
-                if len(blobs) == n:
-                    break
-    return blobs
 
 
 def model_only(settings, prior, steps: int) -> float:
@@ -95,11 +81,14 @@ def model_only(settings, prior, steps: int) -> float:
 def project(settings, prior, data_dir: Path, compile_: bool = False) -> float:
     """(b): the real loop on the memory-mapped store: images/s of the training steps of its
     second epoch (the first one warms up kernels and, with torch.compile, compiles)."""
+    from colorize.train.checkpoint import Checkpoints
     from colorize.train.loop import fit
 
     settings = settings.override(train={"epochs": 2, "compile": compile_})
-    result = fit(settings, data_dir / "processed", data_dir / f"ckpt-{compile_}", prior,
-                 log=lambda _: None, progress=False)
+    checkpoints = Checkpoints(data_dir / f"ckpt-{compile_}", code="", epochs=2,
+                              log=lambda _: None)
+    result = fit(settings, data_dir / "processed", checkpoints, prior, log=lambda _: None,
+                 progress=False)
     return result.history[-1].images_per_s
 
 
@@ -186,7 +175,7 @@ def main() -> None:
     args.head = args.head or config.load(REPO / "params.yaml").model.head
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        blobs = subset_archive(args.images, data_dir / "photos.tar")
+        blobs = subset_archive(MINIPLACES, args.images, data_dir / "photos.tar")
         settings = settings_for(args, data_dir)
         prepare(settings.data, data_dir / "interim", data_dir / "data.json")
         preprocess(settings.data, settings.preprocess, data_dir / "interim/manifest.csv",

@@ -177,6 +177,7 @@ def make_pipeline_repo(root: Path, photos: int = 20, **params) -> dict:
     run([BIN / "dvc", "config", "core.analytics", "false"], root, env)
     run([BIN / "dvc", "config", "plots.html_template", "plots/offline.html"], root, env)
     run(["bash", "scripts/offline_plots_template.sh", ".dvc/plots/offline.html"], root, env)
+    shutil.copy(REPO / ".dvc/plots/labelled_scatter.json", root / ".dvc/plots")
     ignored = ["/data/raw/", "/mlflow.db", "/mlartifacts/", "/models/checkpoints/", "/sweeps/",
                "/logs/", "/.*.lock"]
     (root / ".gitignore").write_text("\n".join(ignored) + "\n")

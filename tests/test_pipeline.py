@@ -220,6 +220,8 @@ def test_plots_render_offline(repo):
     assert "<script src=\"http" not in html and "cdn.jsdelivr" not in html
     assert "samples.png" in html and "ab_prior.png" in html
     assert "colourfulness ratio" in html  # axis titles
+    # The trade-off's points are named (gray, T=0.2 A=0.55, ...): a text mark on the predictor.
+    assert '"text": {"field": "predictor", "type": "nominal"}' in html
 
 
 def test_dvc_exp_run_is_its_own_run_and_moves_no_alias(repo):

@@ -71,7 +71,7 @@ def evaluate(settings: Settings, *, model_path: str | Path, data_dir: str | Path
              prior_path: str | Path, metrics_path: str | Path, detail_path: str | Path,
              tradeoff_path: str | Path, samples_path: str | Path, curve_path: str | Path,
              hints_path: str | Path) -> dict:
-    model, size, _ = load_model(model_path)
+    model, size, _ = load_model(model_path, device="auto")
     prior = bins.load_prior(prior_path)
     stores = {"val": LabStore(Path(data_dir) / "val")}
     if (Path(data_dir) / "test" / INDEX).exists():

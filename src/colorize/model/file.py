@@ -31,6 +31,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from colorize.config import ModelSettings, Multiple8
+from colorize.device import pick_device
 from colorize.errors import UserError, shortened
 from colorize.files import atomic_path
 from colorize.model.network import Colorizer
@@ -117,9 +118,10 @@ def _check_archive(path: Path) -> None:
                              f"bytes (at most {MAX_PICKLE_BYTES})")
 
 
-def load_model(path: str | Path) -> tuple[Colorizer, int, dict]:
-    """-> (model in eval mode on CPU, working size, meta). Reads model files and training
-    checkpoints (last.pt: the weights after its last epoch)."""
+def load_model(path: str | Path, device: str = "cpu") -> tuple[Colorizer, int, dict]:
+    """-> (model in eval mode on `device`, working size, meta). Reads model files and training
+    checkpoints (last.pt: the weights after its last epoch). `device` as train.device: "auto"
+    (the GPU where there is one: prediction, serving, evaluation), "cpu" or "cuda"."""
     state = read_state(path)
     extra: dict = {}
     if state.get("format") == CHECKPOINT_FORMAT:
@@ -140,7 +142,7 @@ def load_model(path: str | Path) -> tuple[Colorizer, int, dict]:
         model = Colorizer(config)
     _check_tensors(weights, model.state_dict(), path)
     model.load_state_dict(weights, assign=True)
-    return model.eval(), size, {**meta, **extra}
+    return model.to(pick_device(device)).eval(), size, {**meta, **extra}
 
 
 def _field(state: dict, key: str, kind: type, path: str | Path, optional: bool = False) -> Any:

@@ -37,7 +37,7 @@ SCALING = {"input_L": "float32 (N, 1, H, W): L* / 50 - 1 (L* in [0, 100] -> [-1,
 
 
 def export_onnx(spec: str | None, out: str | Path, opset: int = 17) -> dict:
-    found = resolve_model(spec)
+    found = resolve_model(spec, device="cpu")  # the exporter's example inputs are on the CPU
     print(f"model: {found.description}")
     net, size = found.model, found.size
     classification = net.config.head == "classification"

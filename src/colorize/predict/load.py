@@ -35,7 +35,9 @@ class Resolved:
     metrics: dict[str, float] | None = None  # a registry or run model's test-split headline
 
 
-def resolve(spec: str | None) -> Resolved:
+def resolve(spec: str | None, device: str = "auto") -> Resolved:
+    """The model a spec names (None: the workspace's), on `device` (model/file.py: "auto" is
+    the GPU where there is one)."""
     if spec is None:
         root = find_root()
         if root is None or not (root / DEFAULT_MODEL).is_file():
@@ -44,10 +46,10 @@ def resolve(spec: str | None) -> Resolved:
             raise ModelError(f"no model given and {where}; choose one with {CHOICES}")
         spec = str(root / DEFAULT_MODEL)
     if spec.startswith(("models:/", "runs:/")):
-        return _from_mlflow(spec)
+        return _from_mlflow(spec, device)
     if not Path(spec).exists():
         raise ModelError(f"{spec}: no such model file; choose one with {CHOICES}")
-    model, size, meta = load_model(spec)
+    model, size, meta = load_model(spec, device)
     return Resolved(model, size, f"{spec} ({_about(model, size, meta)})")
 
 
@@ -91,7 +93,7 @@ def _client():
     return mlflow.MlflowClient()
 
 
-def _from_mlflow(spec: str) -> Resolved:
+def _from_mlflow(spec: str, device: str) -> Resolved:
     from mlflow.exceptions import MlflowException
 
     client = _client()
@@ -115,7 +117,7 @@ def _from_mlflow(spec: str) -> Resolved:
         metrics = {k: v for k, v in run.data.metrics.items() if k in HEADLINE}
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(run_id, "checkpoint/model.pt", tmp)
-            model, size, _ = load_model(path)
+            model, size, _ = load_model(path, device)
     except MlflowException as e:
         raise ModelError(f"{spec}: cannot be resolved ({e.message.splitlines()[0][:160]}); "
                          f"choose one with {CHOICES}") from None

@@ -51,7 +51,7 @@ def image_frame(blobs: list[bytes]) -> pd.DataFrame:
 
 class ColorizerService(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        self.model, self.size, _ = load_model(context.artifacts["checkpoint"])
+        self.model, self.size, _ = load_model(context.artifacts["checkpoint"], device="auto")
         evaluated = (context.model_config or {}).get("decoding")
         self.decoding = Decoding(**evaluated) if evaluated else NEUTRAL
 
