@@ -221,9 +221,13 @@ def test_exp_show_lists_both_with_their_metrics(team, bob, queued):
     runs = _runs(root)
     for name, lr in EXPERIMENTS.items():
         row = rows[name]
-        assert row["train.lr"] == lr and row["resumed_from_epoch"] == "0"
-        assert float(row["test.model.ciede2000"]) == pytest.approx(
+        # The headline metrics (metrics/evaluate.json: the test split) beside the params.
+        assert row["train.lr"] == lr and row["split"] == "test"
+        assert float(row["ciede2000"]) == pytest.approx(
             runs[name].data.metrics["eval_model_ciede2000"], abs=1e-4)
+        trained = json.loads(run(["git", "show", f"{_exp_ref(root, team.env, name)}:"
+                                  "metrics/train.json"], root, team.env).stdout)
+        assert trained["resumed_from_epoch"] == 0
 
 
 def test_exp_push_and_pull_carry_an_experiment_to_another_clone(team, bob, queued):
