@@ -234,7 +234,7 @@ def _host_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -424,7 +424,7 @@ def model_only(settings, prior: np.ndarray, data_dir: Path, device: torch.device
     parts.model.train()
     times, losses = [], []
     for i in range(warm + steps):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         with autocast(parts.device, parts.amp):
             out = parts.step(x)
@@ -435,7 +435,7 @@ def model_only(settings, prior: np.ndarray, data_dir: Path, device: torch.device
         parts.scaler.update()
         parts.sched.step()
         losses.append(loss.item())  # a sync per step, as bench/train.py's and the loop's check
-        _sync(device)
+        sync(device)
         if i >= warm:
             times.append(time.perf_counter() - start)
     row.details["autocast_output_dtype"] = str(out.dtype).removeprefix("torch.")
@@ -464,10 +464,10 @@ def whole_loop(settings, prior: np.ndarray, data_dir: Path, device: torch.device
     row.details.update(steps_per_epoch=len(data.train), train_images=data.train_images)
     try:
         epoch = _steps(parts, data, settings, warm, 0)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         _steps(parts, data, settings, steps, epoch)
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
     finally:
         del data  # stops the DataLoader's persistent workers

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gpu import subset_archive  # bench/gpu.py, beside this script
+from gpu import DEFAULT_ARCHIVE as MINIPLACES  # bench/gpu.py, beside this script
+from gpu import subset_archive, sync
 
 REPO = Path(__file__).resolve().parents[1]
-MINIPLACES = REPO.parent / "shared" / "data" / "miniplaces-11k.tar"
 
 
 def settings_for(args, data_dir: Path):
@@ -63,7 +63,7 @@ def model_only(settings, prior, steps: int) -> float:
     L, ab = (x.contiguous(memory_format=torch.channels_last) for x in (L, ab))
     times = []
     for i in range(steps + 5):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         with autocast(device, t.amp):
             out = net(L)
@@ -72,7 +72,7 @@ def model_only(settings, prior, steps: int) -> float:
         loss.backward()
         opt.step()
         loss.item()
-        _sync(device)
+        sync(device)
         if i >= 5:  # warm-up steps excluded
             times.append(time.perf_counter() - start)
     return t.batch_size / statistics.median(times)
@@ -131,7 +131,7 @@ def seed_style(settings, prior, blobs: list[bytes], steps: int) -> float:
     seen, start = 0, None
     for step, (L, ab) in enumerate(loader):
         if step == 3:  # warm-up steps excluded
-            _sync(device)
+            sync(device)
             start, seen = time.perf_counter(), 0
         loss = loss_fn(net(L.to(device)), ab.to(device))
         opt.zero_grad(set_to_none=True)
@@ -141,13 +141,8 @@ def seed_style(settings, prior, blobs: list[bytes], steps: int) -> float:
         seen += len(L)
         if step == steps + 2:
             break
-    _sync(device)
+    sync(device)
     return seen / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
