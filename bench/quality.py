@@ -39,12 +39,14 @@ from colorize.preprocess.store import LabStore
 
 WANTED = ("ciede2000", "auc", "auc_rebalanced", "psnr", "ssim", "mse_ab", "colourfulness_ratio")
 SEARCH = ("ciede2000", "auc", "colourfulness_ratio")  # what the rule needs: a faster search
+ACCURATE = (0.6, 0.0)  # the accurate end (T, A): the pale half of every blend
 
 
 @dataclass(frozen=True)
 class Way:
-    """One decoding: family (mean | fading | expected | regression), its knobs, and what is
-    applied around it."""
+    """One decoding: family (mean | entropy | fading | expected | blend | regression), its
+    knobs, and what is applied around it. blend: the annealed mean at T, A (vivid) and at
+    ACCURATE mixed by the confidence to the power gamma; expected: bonus is the chroma bonus."""
     family: str
     T: float = 1.0
     A: float = 0.0
@@ -53,6 +55,7 @@ class Way:
     gamut: bool = False
     flip: bool = False
     guided: tuple[int, float] | None = None
+    bonus: float = 0.0
 
     def label(self) -> str:
         if self.family == "regression":
@@ -63,8 +66,12 @@ class Way:
             core = f"entropy T={self.T:g}..{self.quantile:g} A={self.A:g}"
         elif self.family == "fading":
             core = f"fading q={self.quantile:g} g={self.gamma:g} A={self.A:g}"
+        elif self.family == "blend":
+            core = f"blend T={self.T:g} A={self.A:g} with T={ACCURATE[0]:g} A={ACCURATE[1]:g} " \
+                f"by confidence^{self.gamma:g}"
         else:
             core = f"expected-CIEDE2000 T={self.T:g} A={self.A:g}"
+            core += f" chroma bonus {self.bonus:g}" if self.bonus else ""
         for on, name in ((self.gamut, "L-gamut"), (self.flip, "flip"),
                          (self.guided is not None, f"guided{self.guided}")):
             core += f" +{name}" if on else ""
@@ -107,10 +114,15 @@ def decode(model: Colorizer, way: Way, raw: torch.Tensor, raw_flip: torch.Tensor
             ab = bins.annealed_mean(z, 1.0)
         elif way.family == "entropy":  # T: the confident end, quantile: the uncertain end
             ab = decoders.entropy_tempered(z, way.T, way.quantile)
+        elif way.family == "blend":
+            T, A = ACCURATE
+            accurate = bins.annealed_mean(
+                (out - A * model.log_prior.reshape(1, -1, 1, 1)) / T, 1.0)
+            ab = decoders.blend(out, bins.annealed_mean(z, 1.0), accurate, way.gamma)
         else:
             p = torch.softmax(z, 1)
             ab = (decoders.fading(p, way.quantile, way.gamma) if way.family == "fading"
-                  else decoders.expected(p))
+                  else decoders.expected(p, way.bonus))
         ab = F.interpolate(ab, scale_factor=model.output_stride, mode="bilinear",
                            align_corners=False)
     if way.guided is not None:
@@ -147,6 +159,10 @@ def candidate_ways(head: str) -> list[Way]:
     ways += [Way("expected", 1.0, A) for A in (0.8, 1.0, 1.3)]
     ways += [Way("entropy", T, A, quantile=1.0) for T, A in itertools.product((0.2, 0.05),
                                                                             (0.0, 0.55))]
+    ways += [Way("blend", 0.2, A, gamma=g) for A, g in itertools.product((0.55, 0.8, 1.0),
+                                                                         (0.5, 1.0, 2.0))]
+    ways += [Way("expected", 1.0, 0.0, bonus=b)
+             for b in (0.05, 0.08, 0.1, 0.11, 0.12, 0.13, 0.14, 0.15, 0.2)]
     return ways
 
 

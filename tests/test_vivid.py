@@ -101,6 +101,46 @@ def test_expected_decoding_is_the_brute_force_minimum_of_expected_ciede2000():
     assert decoders.expected(_probs({(-20, 40): 1.0}))[0, :, 0, 0].tolist() == [-20, 40]
 
 
+def test_chroma_bonus_is_the_brute_force_minimum_of_risk_minus_bonus_times_chroma():
+    mass = {(30, 0): 0.45, (-30, 0): 0.35, (0, 60): 0.2}
+    centres = bins.centres().astype(np.float64)
+    risk = np.array([sum(m * deltaE_ciede2000(np.array([50.0, a, b]), np.array([50.0, *cand]))
+                         for (a, b), m in mass.items()) for cand in centres])
+    chroma = np.hypot(centres[:, 0], centres[:, 1])
+    picks = []
+    for bonus in (0.1, 0.3, 1.0):
+        best = centres[int(np.argmin(risk - bonus * chroma))]
+        got = decoders.expected(_probs(mass), chroma_bonus=bonus)[0, :, 0, 0].numpy()
+        assert got.tolist() == best.tolist()
+        picks.append(np.hypot(*got))
+    assert picks[0] <= picks[1] <= picks[2] and picks[0] < picks[2]  # more bonus, more colour
+    # A gray-certain pixel stays gray until the bonus pays for the cheapest step away from it.
+    gray = _probs({(0, 0): 1.0})
+    step = min(deltaE_ciede2000(np.array([50.0, 0, 0]), np.array([50.0, *c])) / np.hypot(*c)
+               for c in centres if np.hypot(*c) > 0)
+    assert decoders.expected(gray, step * 0.99)[0, :, 0, 0].tolist() == [0, 0]
+    assert decoders.expected(gray, step * 1.01)[0, :, 0, 0].tolist() != [0, 0]
+
+
+def test_blend_is_vivid_where_sure_pale_where_unsure_and_linear_between():
+    vivid = torch.tensor([40.0, 10.0]).reshape(1, 2, 1, 1)
+    accurate = torch.tensor([10.0, 0.0]).reshape(1, 2, 1, 1)
+    uniform = torch.zeros(1, bins.num_bins(), 1, 1)
+    assert torch.allclose(decoders.blend(uniform, vivid, accurate, 1.0), accurate, atol=1e-5)
+    sure = torch.full((1, bins.num_bins(), 1, 1), -200.0)
+    sure[0, 0] = 0.0
+    assert torch.allclose(decoders.blend(sure, vivid, accurate, 1.0), vivid, atol=1e-4)
+    # Two bins with logits 1 and 0 (the rest ~e-51): c = 1 - H / log Q, H of (e, 1) / (1 + e).
+    z = torch.full((1, bins.num_bins(), 1, 1), -50.0)
+    z[0, 0], z[0, 1] = 1.0, 0.0
+    p = np.e / (1 + np.e)
+    c = 1 - -(p * np.log(p) + (1 - p) * np.log(1 - p)) / np.log(bins.num_bins())
+    for power in (1.0, 2.0):
+        want = c ** power * np.array([40.0, 10.0]) + (1 - c ** power) * np.array([10.0, 0.0])
+        got = decoders.blend(z, vivid, accurate, power)[0, :, 0, 0].numpy()
+        assert got == pytest.approx(want, abs=1e-3)
+
+
 # --- the lightness gamut ---------------------------------------------------------------------
 
 def test_lightness_gamut_from_a_hand_made_split():

@@ -10,7 +10,12 @@ hand-built cases.
                 T = T_sure + (T_unsure - T_sure) H / log Q: confident pixels get the vivid
                 annealed mean, uncertain ones the pale one
   expected      minimum expected CIEDE2000: the bin centre whose expected CIEDE2000 distance
-                to the predicted distribution is smallest (the Bayes decision for the metric)
+                to the predicted distribution is smallest (the Bayes decision for the metric);
+                with a chroma bonus, that risk minus lambda x the bin's chroma: per pixel, the
+                best trade of expected error for colour that the distribution allows
+  blend         a vivid and an accurate decoding mixed per pixel by the confidence
+                (1 - H / log Q)^power: the regression-and-distribution blend of issue 19, with
+                the accurate decoding standing in for a regression branch
   lightness gamut  logits of the bins the training split never showed at a pixel's L* band are
                 masked before any decoding (CT2's luminance-selecting idea, from data)
   guided        the guided filter (He et al. 2010) on the upsampled ab with L* as the guide:
@@ -63,13 +68,27 @@ def fading(probs: torch.Tensor, quantile: float, gamma: float) -> torch.Tensor:
     return direction * (q_chroma * r ** gamma)[:, None]
 
 
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """1 - H / log Q of softmax(logits) (N, Q, h, w) -> (N, 1, h, w): 1 for one certain bin,
+    0 for the uniform distribution."""
+    logp = torch.log_softmax(logits.float(), 1)
+    h = -(logp.exp() * logp).sum(1, keepdim=True) / np.log(logits.shape[1])
+    return (1 - h).clamp(0, 1)
+
+
 def entropy_tempered(logits: torch.Tensor, sure: float, unsure: float) -> torch.Tensor:
     """The annealed mean at a per-pixel temperature from the entropy of softmax(logits)
     (normalized by log Q: 0 for one certain bin, 1 for the uniform). logits (N, Q, h, w)."""
-    logp = torch.log_softmax(logits.float(), 1)
-    h = -(logp.exp() * logp).sum(1, keepdim=True) / np.log(logits.shape[1])
-    t = sure + (unsure - sure) * h.clamp(0, 1)
+    t = sure + (unsure - sure) * (1 - confidence(logits))
     return bins.annealed_mean(logits.float() / t, 1.0)
+
+
+def blend(logits: torch.Tensor, vivid: torch.Tensor, accurate: torch.Tensor, power: float
+          ) -> torch.Tensor:
+    """c vivid + (1 - c) accurate with c = confidence(logits)^power: the vivid colour where
+    the network is sure, the accurate (pale) one where it is not. ab (N, 2, h, w) each."""
+    c = confidence(logits) ** power
+    return c * vivid + (1 - c) * accurate
 
 
 @lru_cache(maxsize=1)
@@ -85,11 +104,18 @@ def ciede2000_table() -> np.ndarray:
     return deltaE_ciede2000(a, b).astype(np.float32)
 
 
-def expected(probs: torch.Tensor) -> torch.Tensor:
+def expected(probs: torch.Tensor, chroma_bonus: float = 0.0) -> torch.Tensor:
     """Minimum expected CIEDE2000: for each pixel the bin centre j minimizing
-    sum_q p_q D(q, j). probs (N, Q, h, w) -> ab (N, 2, h, w)."""
+    sum_q p_q D(q, j) - chroma_bonus * |ab_j|. probs (N, Q, h, w) -> ab (N, 2, h, w).
+
+    With the bonus (lambda CIEDE2000 units per unit of chroma) this is the Lagrangian of
+    "least expected error at this much colour": if the probabilities were calibrated, no
+    per-pixel decoding of them could be both more colourful and more right on average."""
     table = torch.as_tensor(ciede2000_table(), dtype=probs.dtype, device=probs.device)
     risk = torch.einsum("nqhw,qj->njhw", probs, table)
+    if chroma_bonus:
+        chroma = torch.as_tensor(_chroma(), dtype=probs.dtype, device=probs.device)
+        risk = risk - chroma_bonus * chroma.reshape(1, -1, 1, 1)
     centres = torch.as_tensor(bins.centres(), dtype=probs.dtype, device=probs.device)
     return centres[risk.argmin(1)].permute(0, 3, 1, 2)
 
