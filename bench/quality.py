@@ -7,6 +7,8 @@ reference rows and for what the rule chose.
 
     rule: among the decodings whose validation colourfulness is at least --vivid (0.85) of the
     truth's, the lowest validation CIEDE2000.
+    at the default's colour: the same with the default decoding's validation colourfulness as
+    the floor (is there a more accurate way to be exactly as colourful as the default?).
 
 Usage:
   python bench/quality.py --data DIR/data/processed --prior DIR/data/prior/ab_prior.npy \
@@ -163,6 +165,9 @@ def candidate_ways(head: str) -> list[Way]:
                                                                          (0.5, 1.0, 2.0))]
     ways += [Way("expected", 1.0, 0.0, bonus=b)
              for b in (0.05, 0.08, 0.1, 0.11, 0.12, 0.13, 0.14, 0.15, 0.2)]
+    ways += [Way("expected", 1.5, 0.0, bonus=b) for b in (0.1, 0.12, 0.13)]
+    ways += [Way("expected", 1.0, A, bonus=b) for A, b in itertools.product((0.3, 0.55),
+                                                                           (0.04, 0.06, 0.08, 0.1))]
     return ways
 
 
@@ -239,7 +244,10 @@ def main() -> None:
                                   prior, allowed, wanted=SEARCH))
             final = choose(val, [best, *more], args.vivid)
             chosen = list(dict.fromkeys([best, final]))
-        reported = list(dict.fromkeys(reference + chosen))
+        matched = None
+        if args.search and model.config.head != "regression":
+            matched = choose(val, ways, val[reference[0].label()]["colourfulness_ratio"])
+        reported = list(dict.fromkeys(reference + chosen + ([matched] if matched else [])))
         print(table(f"{name} validation ({len(splits['val'][0])}), search", val))
         val = score_ways(model, reported, *splits["val"], raw["val"], raw_flip["val"], prior,
                          allowed)
@@ -247,11 +255,15 @@ def main() -> None:
                           prior, allowed)
         print(table(f"{name} validation ({len(splits['val'][0])})", val))
         print(f"chosen on validation: {[w.label() for w in chosen]}")
+        if matched is not None:
+            print(f"at the default decoding's colour: {matched.label()}")
         print(table(f"{name} test ({len(splits['test'][0])})", test))
         report[name] = {"head": model.config.head, "forward_gflop": flops / 1e9,
                         "training_crops": int(crops),
                         "training_forward_tflop": int(crops) * flops / 1e12,
-                        "chosen": [w.label() for w in chosen], "val": val, "test": test}
+                        "chosen": [w.label() for w in chosen],
+                        "at_default_colour": None if matched is None else matched.label(),
+                        "val": val, "test": test}
         args.out.write_text(json.dumps(report, indent=1))
 
 
