@@ -110,7 +110,7 @@ def expected(probs: torch.Tensor, chroma_bonus: float = 0.0) -> torch.Tensor:
 
     With the bonus (lambda CIEDE2000 units per unit of chroma) this is the Lagrangian of
     "least expected error at this much colour": if the probabilities were calibrated, no
-    per-pixel decoding of them could be both more colourful and more right on average."""
+    per-pixel decoding of them could have both more mean chroma and less expected error."""
     table = torch.as_tensor(ciede2000_table(), dtype=probs.dtype, device=probs.device)
     risk = torch.einsum("nqhw,qj->njhw", probs, table)
     if chroma_bonus:
