@@ -111,16 +111,17 @@ def decode(model: Colorizer, way: Way, raw: torch.Tensor, raw_flip: torch.Tensor
     else:
         if way.gamut:
             out = decoders.mask_by_lightness(out, L, allowed)
-        z = (out - way.A * model.log_prior.reshape(1, -1, 1, 1)) / way.T
+        def corrected(T: float, A: float) -> torch.Tensor:  # (logits - A log p~) / T
+            return (out - A * model.log_prior.reshape(1, -1, 1, 1)) / T
+
+        z = corrected(way.T, way.A)
         if way.family == "mean":
             ab = bins.annealed_mean(z, 1.0)
         elif way.family == "entropy":  # T: the confident end, quantile: the uncertain end
             ab = decoders.entropy_tempered(z, way.T, way.quantile)
         elif way.family == "blend":
-            T, A = ACCURATE
-            accurate = bins.annealed_mean(
-                (out - A * model.log_prior.reshape(1, -1, 1, 1)) / T, 1.0)
-            ab = decoders.blend(out, bins.annealed_mean(z, 1.0), accurate, way.gamma)
+            ab = decoders.blend(out, bins.annealed_mean(z, 1.0),
+                                bins.annealed_mean(corrected(*ACCURATE), 1.0), way.gamma)
         else:
             p = torch.softmax(z, 1)
             ab = (decoders.fading(p, way.quantile, way.gamma) if way.family == "fading"
