@@ -117,8 +117,9 @@ def decode(model: Colorizer, way: Way, raw: torch.Tensor, raw_flip: torch.Tensor
         z = corrected(way.T, way.A)
         if way.family == "mean":
             ab = bins.annealed_mean(z, 1.0)
-        elif way.family == "entropy":  # T: the confident end, quantile: the uncertain end
-            ab = decoders.entropy_tempered(z, way.T, way.quantile)
+        elif way.family == "entropy":  # T: the confident end, quantile: the uncertain end,
+            # a per-pixel temperature of its own: the logits only prior-corrected, not divided
+            ab = decoders.entropy_tempered(corrected(1.0, way.A), way.T, way.quantile)
         elif way.family == "blend":
             ab = decoders.blend(out, bins.annealed_mean(z, 1.0),
                                 bins.annealed_mean(corrected(*ACCURATE), 1.0), way.gamma)

@@ -16,19 +16,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, photo_tiles
+from conftest import REPO, bench_script, photo_tiles
 
 SCRIPT = REPO / "bench" / "gpu.py"
 SECTIONS = {"training", "ddp", "eval", "predict", "served", "onnx"}
-
-
-def load_script():
-    """bench/gpu.py as a module (bench is no package); registered, as its dataclasses need."""
-    if "bench_gpu" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
-        module = sys.modules["bench_gpu"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["bench_gpu"]
 
 
 def photo_archive(path: Path, n: int = 64, size: int = 96) -> Path:
@@ -171,7 +162,7 @@ def test_onnx_export_matches_torch(dry_run):
 
 
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    gpu = load_script()
+    gpu = bench_script("gpu")
     assert gpu.main(["--device", "cpu", "--archive", str(tmp_path / "none.tar")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --archive") and "\n" not in err
@@ -184,7 +175,7 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_loss_falls_needs_finite_falling_losses():
-    gpu = load_script()
+    gpu = bench_script("gpu")
     assert gpu.loss_falls([5.0, 4.9, 4.5, 4.0])[0]
     assert not gpu.loss_falls([4.0, 4.5, 4.9, 5.0])[0]
     assert not gpu.loss_falls([5.0, float("nan"), 4.0, 3.0])[0]

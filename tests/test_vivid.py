@@ -9,6 +9,7 @@ from skimage.color import deltaE_ciede2000
 from colorize.data.split import split_of
 from colorize.model import bins, decoders
 from colorize.train.loop import EMA
+from conftest import bench_script, network
 
 
 def _bin(a: float, b: float) -> int:
@@ -223,3 +224,9 @@ def test_entropy_temperature_is_vivid_where_sure_and_the_mean_where_unsure():
     t = 0.2 + 0.8 * h
     expected = bins.annealed_mean(z / t, 1.0)
     assert torch.allclose(decoders.entropy_tempered(z, 0.2, 1.0), expected, atol=1e-3)
+    # bench/quality.py's entropy candidate is that decoding, its logits divided by no other T
+    quality = bench_script("quality")
+    ab = quality.decode(network(), quality.Way("entropy", 0.2, 0.0, quantile=1.0), z, None,
+                        None, None)
+    assert ab.shape == (1, 2, 4, 4)  # upsampled from the logits' 1/4
+    assert torch.allclose(ab, expected.expand(1, 2, 4, 4), atol=1e-3)
