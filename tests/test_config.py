@@ -44,7 +44,7 @@ def test_no_field_has_a_default_in_code():
     ({"sweep": {"lr_max": 1e-5}}, "sweep.lr_max: 1e-05 is below sweep.lr_min"),
     ({"train": {"crop": 256}, "preprocess": {"size": 128}}, "train.crop: 256 is larger than"),
     ({"train": {"scene_loss": 0.1}, "model": {"global_context": True}},
-     "train.scene_loss: 0.1 needs scene labels (data.labels: folders or palette)"),
+     "train.scene_loss: 0.1 needs scene labels (data.labels: folders)"),
     ({"train": {"scene_loss": 0.1}, "data": {"labels": "folders"}},
      "train.scene_loss: 0.1 needs the global context vector"),
     ({"data": {"labels": "files"}}, "data.labels: "),

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from colorize import lab
 from colorize.data.manifest import read_manifest
 from colorize.data.prepare import prepare
 from colorize.errors import UserError
-from colorize.model import bins
 from colorize.model.file import load_model, network_entry
 from colorize.preprocess.store import LabStore, write_index
 from colorize.train.data import NO_LABEL, folder_labels
-from colorize.train.loss import SceneLoss, palette
+from colorize.train.loss import SceneLoss
 from conftest import network, photo_tiles
 
 
@@ -99,7 +97,7 @@ def test_the_scene_loss_trains_the_network_through_its_global_vector():
     for _ in range(40):
         net(L)
         assert scene.vector.shape == (4, 256)  # the hook kept this pass's pooled vector
-        loss = scene(labels, None)  # scene classes: the colours are not read
+        loss = scene(labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -109,49 +107,6 @@ def test_the_scene_loss_trains_the_network_through_its_global_vector():
     scene.detach()
     net(L)
     assert scene.vector is None  # the hook is gone: the finished network runs as any other
-
-
-def _cell(encode, a, b):
-    """The soft encoding of one ab value as a histogram over the bins."""
-    idx, w = encode(torch.tensor([[[[a]], [[b]]]]))
-    return torch.zeros(bins.num_bins()).scatter_add_(0, idx.flatten(), w.flatten())
-
-
-def test_the_palette_is_the_soft_encoded_ab_histogram_of_each_photo():
-    encode = bins.SoftEncoder()
-    red = torch.tensor([60.0, 40.0])[:, None, None] / lab.AB_SCALE
-    ab = torch.zeros(2, 2, 8, 8)  # 1/4 of 8 px: 2 x 2 cells
-    ab[0, :, :, :4] = red  # the left half red, the right half gray
-    ab[1] = red  # all red
-    hist = palette(encode, ab)
-    assert hist.shape == (2, bins.num_bins())
-    assert torch.allclose(hist.sum(1), torch.ones(2))
-    assert torch.allclose(hist[1], _cell(encode, 60.0, 40.0))
-    assert torch.allclose(hist[0], (_cell(encode, 60.0, 40.0) + _cell(encode, 0.0, 0.0)) / 2)
-
-
-def test_the_palette_loss_needs_no_labels_and_learns_the_colours_of_a_gray_photo():
-    torch.manual_seed(0)
-    net = network(decoder_width=16, global_context=True)
-    scene = SceneLoss(net, classes=0, palette=True)
-    tiles = np.stack(photo_tiles(4, 32)).astype(np.float32)
-    L = torch.from_numpy(tiles.mean(-1) / 127.5 - 1)[:, None]
-    ab = torch.zeros(4, 2, 32, 32)
-    ab[::2, 0], ab[1::2, 1] = 50 / lab.AB_SCALE, -50 / lab.AB_SCALE  # red-ish, blue-ish photos
-    target = palette(bins.SoftEncoder(), ab)
-    floor = -(target * target.clamp_min(1e-12).log()).sum(1).mean().item()  # its entropy
-    opt = torch.optim.Adam([*net.parameters(), *scene.parameters()], lr=3e-3)
-    losses = []
-    for _ in range(60):
-        net(L)
-        loss = scene(torch.full((4,), NO_LABEL), ab)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[0] > floor + 3  # near uniform over 262 bins at first
-    assert losses[-1] < floor + 0.1  # then each photo's own colours, from its gray alone
-    scene.detach()
 
 
 def test_the_scene_loss_needs_the_global_context():

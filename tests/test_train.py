@@ -3,7 +3,6 @@ happens to checkpoints of finished runs and of other code, and the MLflow run a 
 training continues (the train stage in-process, with a real MLflow SQLite store)."""
 
 import json
-import math
 
 import mlflow
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 import torch
 
 from colorize.data.prepare import prepare
-from colorize.model import bins
 from colorize.model.bins import load_prior
 from colorize.model.file import load_model, read_state
 from colorize.preprocess.preprocess import preprocess
@@ -102,23 +100,20 @@ def test_a_moving_average_run_resumes_exactly_and_keeps_the_average(tiny, tmp_pa
         assert torch.equal(full.model.state_dict()["head.weight"], kept["head.weight"])
 
 
-@pytest.mark.parametrize(("labels", "classes"), [("folders", 2), ("palette", bins.num_bins())])
-def test_a_scene_loss_run_resumes_exactly_with_its_classifier(tiny, tmp_path, labels, classes):
-    settings, data = tiny  # the photos sit in two folders, sub0 and sub1: two scene classes;
-    # palette: no labels, each crop's ab histogram over the colour bins
-    settings = settings.override(data={"labels": labels}, model={"global_context": True},
+def test_a_scene_loss_run_resumes_exactly_with_its_classifier(tiny, tmp_path):
+    settings, data = tiny  # the photos sit in two folders, sub0 and sub1: two scene classes
+    settings = settings.override(data={"labels": "folders"}, model={"global_context": True},
                                  train={"scene_loss": 1.0})
     full = fit(settings, data, tmp_path / "full")
     scene = [e.scene_loss for e in full.history]
-    assert all(0 < s < math.log(classes) + 0.5 for s in scene)  # about chance or better (that
-    # it learns: tests/test_scene.py)
+    assert all(0 < s < 5 for s in scene)  # (that it learns: tests/test_scene.py)
     with pytest.raises(Interrupted):
         fit(settings, data, tmp_path / "cut", on_epoch=_stop_after(2))
     resumed = fit(settings, data, tmp_path / "cut")  # the classifier comes back too
     assert [e.scene_loss for e in resumed.history] == scene
     assert _losses(resumed.history) == _losses(full.history)
     assert read_state(tmp_path / "cut" / "last.pt")["scene"]["classifier.weight"].shape == (
-        classes, 256)
+        2, 256)
     assert not full.model.global_context.pool._forward_hooks  # the saved network is plain
 
 

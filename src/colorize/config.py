@@ -69,8 +69,7 @@ class DataSettings(Section):
     min_size: Annotated[StrictInt, Field(ge=1)]
     min_colourfulness: Annotated[Number, Field(ge=0)]
     min_train_colourfulness: Annotated[Number, Field(ge=0)]  # training split only
-    labels: Literal["none", "folders", "palette"]  # the scene loss's classes: none, each
-    # photo's folder, or (no labels needed) the crop's own ab histogram over the colour bins
+    labels: Literal["none", "folders"]  # scene classes: none, or each photo's folder
     max_flat_fraction: Annotated[Number, Field(ge=0, le=1)]
     max_pixels: Annotated[StrictInt, Field(ge=1)]
 
@@ -208,7 +207,7 @@ class Settings(Section):
     def _scene_loss_has_labels(self) -> Settings:
         if self.train.scene_loss and self.data.labels == "none":
             raise ValueError(f"train.scene_loss: {self.train.scene_loss} needs scene labels "
-                             "(data.labels: folders or palette)")
+                             "(data.labels: folders)")
         if self.train.scene_loss and not self.model.global_context:
             raise ValueError(f"train.scene_loss: {self.train.scene_loss} needs the global "
                              "context vector it classifies (model.global_context: true)")

@@ -204,8 +204,7 @@ def build_parts(settings: Settings, prior: np.ndarray | None, device: torch.devi
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model = DistributedDataParallel(net) if dist.context().world > 1 else net
     ema = EMA(net, t.ema) if t.ema else None  # copied before the scene loss hooks the network
-    scene = (SceneLoss(net, classes, settings.data.labels == "palette").to(device)
-             if t.scene_loss else None)
+    scene = SceneLoss(net, classes).to(device) if t.scene_loss else None
     params = [*net.parameters(), *(scene.parameters() if scene is not None else [])]
     opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -236,7 +235,7 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
             out = parts.step(x)
         loss = objective = parts.loss(out, ab)
         if parts.scene is not None:
-            scene = parts.scene(labels.to(parts.device), ab)
+            scene = parts.scene(labels.to(parts.device))
             objective = loss + t.scene_loss * scene
             scene_total += scene.detach()
         if not torch.isfinite(objective):

@@ -9,10 +9,8 @@ Gaussian sigma 5, at the logits' resolution), each pixel weighted by its nearest
 rebalancing weight (train.rebalance; model/bins.py). The soft encoding is a table gather.
 
 scene (train.scene_loss, Iizuka et al. 2016): cross-entropy of a linear classifier on the
-network's global context vector against the photo's scene class (data.labels: folders), or,
-without labels, against the crop's own ab histogram over the Q bins (data.labels: palette: the
-soft-encoded targets averaged over the crop), added to the colour loss with that weight. The
-classifier is a training aid, not part of the saved model.
+network's global context vector against the photo's scene class, added to the colour loss with
+that weight. The classifier is a training aid, not part of the saved model.
 """
 
 from __future__ import annotations
@@ -74,38 +72,25 @@ def make_loss(head: str, regression_loss: str, prior: np.ndarray | None,
     return ClassificationLoss(prior, rebalance)
 
 
-def palette(encode: bins.SoftEncoder, ab: torch.Tensor) -> torch.Tensor:
-    """(N, Q) ab histograms of normalized ab (N, 2, H, W): the soft-encoded targets of the
-    classification loss (at 1/4, pooled as for its logits) averaged over each photo; rows
-    sum to 1."""
-    idx, w = encode(F.avg_pool2d(ab.float(), 4) * lab.AB_SCALE)
-    hist = torch.zeros(ab.shape[0], bins.num_bins(), device=ab.device)
-    return hist.scatter_add_(1, idx.flatten(1), w.flatten(1)) / (w.shape[-2] * w.shape[-1])
-
-
 class SceneLoss(nn.Module):
     """Scene classification from the global context vector, which a forward hook on
     GlobalContext.pool keeps from the network's last forward pass (so the network's own output
-    stays the colour head's): against `classes` scene classes, or with `palette` against the
-    crop's ab histogram. Call `detach()` when training ends."""
+    stays the colour head's). Call `detach()` when training ends."""
 
-    def __init__(self, net: Colorizer, classes: int, palette: bool = False):
+    def __init__(self, net: Colorizer, classes: int):
         super().__init__()
         if net.global_context is None:
             raise ValueError("the scene loss needs model.global_context")
-        self.palette = bins.SoftEncoder() if palette else None
-        self.classifier = nn.Linear(GlobalContext.CHANNELS, bins.num_bins() if palette else classes)
+        self.classifier = nn.Linear(GlobalContext.CHANNELS, classes)
         self.vector: torch.Tensor | None = None
         self._hook = net.global_context.pool.register_forward_hook(self._keep)
 
     def _keep(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self.vector = output.flatten(1)
 
-    def forward(self, labels: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.vector.float())
-        if self.palette is None:
-            return F.cross_entropy(logits, labels, ignore_index=NO_LABEL)
-        return F.cross_entropy(logits, palette(self.palette, ab))
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.classifier(self.vector.float()), labels,
+                               ignore_index=NO_LABEL)
 
     def detach(self) -> None:
         self._hook.remove()
