@@ -173,6 +173,23 @@ def test_an_epoch_and_a_validation_run_on_their_own(tiny):
     assert loop.validate(parts, batches.val) != before
 
 
+def test_low_res_epochs_train_half_size_crops_in_four_times_the_batch(tiny):
+    settings, data = tiny
+    settings = settings.override(train={"low_res_epochs": 1})
+    device = torch.device("cpu")
+    batches = loop.make_data(settings, data, device)
+    assert (batches.steps, batches.low_steps) == (2, 1)  # 8 photos: 2 x 4 at 32 px, 1 x 8 at 16
+    parts = loop.build_parts(settings, load_prior(data.parent / "prior.npy"), device,
+                             total_steps=5)
+    seen = []
+    parts.net.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape)))
+    loop.train_epoch(parts, batches, 1, settings, bar_on=False)
+    assert seen == [(8, 4, 16, 16)] and parts.sched.last_epoch == 1  # the whole split, once
+    seen.clear()
+    loop.train_epoch(parts, batches, 2, settings, bar_on=False)
+    assert seen == [(4, 4, 32, 32)] * 2 and parts.sched.last_epoch == 3
+
+
 def test_a_nan_loss_stops_training_with_its_reason(tiny, tmp_path):
     settings, data = tiny
     shard = next((data / "train").glob("shard-*.npy"))

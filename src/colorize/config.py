@@ -118,6 +118,17 @@ class TrainSettings(Section):
     hint_free: Annotated[Number, Field(ge=0, lt=1)]  # model.hints: more items with no hint
     compile: StrictBool
     nproc: Annotated[StrictInt, Field(ge=1, le=1024)]  # >1: `colorize train` runs under torchrun
+    low_res_epochs: Annotated[StrictInt, Field(ge=0)]  # first epochs at crop / 2, batch x 4
+
+    @model_validator(mode="after")
+    def _low_res_fits(self) -> TrainSettings:
+        if self.low_res_epochs >= self.epochs:
+            raise ValueError(f"train.low_res_epochs: {self.low_res_epochs} leaves none of the "
+                             f"{self.epochs} epochs at the full crop")
+        if self.low_res_epochs and self.crop % 16:
+            raise ValueError(f"train.low_res_epochs: needs train.crop ({self.crop}) a multiple "
+                             "of 16 (its half is the trunk's multiple of 8)")
+        return self
 
 
 Temperature = Annotated[Number, AfterValidator(check_temperature)]  # colorize/decoding.py

@@ -12,6 +12,9 @@ best, checkpoint. Each piece is a function of its own.
   cosine to lr/100 at the last step (or constant).
 - Optional exponential moving average of the weights (train.ema, `EMA`): then the average is
   what is validated, kept as the best model and saved.
+- Optional progressive resizing (train.low_res_epochs): the first epochs train on crops of half
+  the size in batches of four times the photos, the same pixels (and FLOPs) a step, so those
+  epochs see 4x the photos for the same compute; the last epochs at the full crop.
 - Optional scene-classification loss (train.scene_loss, labels from data.labels): added to
   the colour loss for the gradient; the losses reported are the colour loss alone.
 - A checkpoint every epoch (train/checkpoint.py): a run resumed after epoch e continues exactly
@@ -83,6 +86,8 @@ class Data:
     train: DataLoader
     val: DataLoader
     steps: int  # optimizer steps per epoch
+    low: DataLoader | None  # train.low_res_epochs: half-size crops, batches of 4x the photos
+    low_steps: int  # optimizer steps per low-resolution epoch
     train_images: int
     val_images: int
     classes: list[str]  # scene classes (data.labels), empty without
@@ -179,14 +184,22 @@ def make_data(settings: Settings, data_dir: Path, device: torch.device) -> Data:
     per_rank = t.batch_size // ctx.world
     common = {"batch_size": per_rank, "num_workers": t.num_workers,
               "persistent_workers": t.num_workers > 0, "pin_memory": device.type == "cuda"}
-    train = DataLoader(LabDataset(train_store, train_transform(t.crop, t.crop_scale_min),
-                                  t.seed, train_labels, settings.model.hints, t.hint_free),
-                       sampler=sampler, drop_last=len(sampler) > per_rank, **common)
+
+    def loader(crop: int, batch: int) -> DataLoader:
+        return DataLoader(LabDataset(train_store, train_transform(crop, t.crop_scale_min),
+                                     t.seed, train_labels, settings.model.hints, t.hint_free),
+                          sampler=sampler, drop_last=len(sampler) > batch,
+                          **{**common, "batch_size": batch})
+
+    train = loader(t.crop, per_rank)
+    low = loader(t.crop // 2, 4 * per_rank) if t.low_res_epochs else None
     val = DataLoader(Subset(LabDataset(val_store, seed=t.seed, labels=val_labels,
                                        hints=settings.model.hints),
                             range(ctx.rank, len(val_store), ctx.world)), **common)
-    steps = min(len(train), t.max_steps_per_epoch or len(train))
-    return Data(sampler, train, val, steps, len(train_store), len(val_store), classes)
+    steps, low_steps = (min(len(x), t.max_steps_per_epoch or len(x)) if x is not None else 0
+                        for x in (train, low))
+    return Data(sampler, train, val, steps, low, low_steps, len(train_store), len(val_store),
+                classes)
 
 
 def build_parts(settings: Settings, prior: np.ndarray | None, device: torch.device,
@@ -221,14 +234,16 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
     t = settings.train
     start = time.perf_counter()
     data.sampler.set_epoch(epoch)
+    low = epoch <= t.low_res_epochs
+    loader, steps = (data.low, data.low_steps) if low else (data.train, data.steps)
     parts.model.train()
     total = torch.zeros((), device=parts.device)
     scene_total = torch.zeros((), device=parts.device)
-    bar = tqdm(total=data.steps, desc=f"epoch {epoch}/{t.epochs}", unit="step", leave=False,
-               disable=not bar_on)
-    batches = data.train if t.num_workers else Prefetch(data.train)
+    bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}{' (half size)' if low else ''}",
+               unit="step", leave=False, disable=not bar_on)
+    batches = loader if t.num_workers else Prefetch(loader)
     for step, (x, ab, labels) in enumerate(batches):  # x: L, and the hint channels if any
-        if step == data.steps:
+        if step == steps:
             break
         x, ab = _to(x, parts.device), _to(ab, parts.device)
         with autocast(parts.device, parts.amp):
@@ -254,13 +269,14 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
         total += loss.detach()
         if bar_on:
             bar.update()
-            speed = (step + 1) * t.batch_size / (time.perf_counter() - start)
+            speed = (step + 1) * len(x) * dist.context().world / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{speed:.0f}")
     bar.close()
     seconds = time.perf_counter() - start
-    steps, world = max(data.steps, 1), dist.context().world
+    world, images = dist.context().world, steps * (4 if low else 1) * t.batch_size
+    steps = max(steps, 1)
     mean, scene = dist.all_sum([total.item() / steps, scene_total.item() / steps], parts.device)
-    return mean / world, round(data.steps * t.batch_size / seconds, 2), scene / world
+    return mean / world, round(images / seconds, 2), scene / world
 
 
 @torch.no_grad()
@@ -290,13 +306,16 @@ def fit(settings: Settings, data_dir: str | Path, checkpoints: Checkpoints,
     device = pick_device(t.device, ctx.local_rank)
     seed_everything(t.seed)
     data = make_data(settings, Path(data_dir), device)
-    parts = build_parts(settings, prior, device, t.epochs * data.steps, len(data.classes))
+    total_steps = t.low_res_epochs * data.low_steps + (t.epochs - t.low_res_epochs) * data.steps
+    parts = build_parts(settings, prior, device, total_steps, len(data.classes))
     history, best = _resume(parts, checkpoints.open())
     resumed_from = len(history)
+    low = (f" (1..{t.low_res_epochs}: crop {t.crop // 2}, batch {4 * t.batch_size})"
+           if t.low_res_epochs else "")
     log(f"training on {device} ({precision_name(device, t.amp)}"
         f"{f', {ctx.world} processes' if ctx.world > 1 else ''}), {data.train_images} train / "
         f"{data.val_images} val images, {settings.model.head} head, batch {t.batch_size}, "
-        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}"
+        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}{low}"
         f"{f', {len(data.classes)} scene classes' if data.classes else ''}")
     bar_on = progress and ctx.is_main and sys.stderr.isatty()
     for epoch in range(resumed_from + 1, t.epochs + 1):
