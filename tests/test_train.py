@@ -190,6 +190,14 @@ def test_low_res_epochs_train_half_size_crops_in_four_times_the_batch(tiny):
     assert seen == [(4, 4, 32, 32)] * 2 and parts.sched.last_epoch == 3
 
 
+def test_the_schedule_spans_low_res_and_full_size_steps(tiny, tmp_path):
+    settings, data = tiny
+    settings = settings.override(train={"low_res_epochs": 1})  # 1 + 2 x 2 = 5 steps
+    history = fit(settings, data, tmp_path / "ck").history
+    assert np.isfinite([e.train_loss for e in history]).all()
+    assert history[-1].lr == pytest.approx(1e-3 / 100)  # the cosine's end after the 5th step
+
+
 def test_a_nan_loss_stops_training_with_its_reason(tiny, tmp_path):
     settings, data = tiny
     shard = next((data / "train").glob("shard-*.npy"))
