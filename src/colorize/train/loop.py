@@ -54,6 +54,8 @@ from colorize.train.data import (
 )
 from colorize.train.loss import SceneLoss, make_loss
 
+LOW_RES = 2  # train.low_res_epochs: crops this many times smaller, batches its square larger
+
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
@@ -192,7 +194,7 @@ def make_data(settings: Settings, data_dir: Path, device: torch.device) -> Data:
                           **{**common, "batch_size": batch})
 
     train = loader(t.crop, per_rank)
-    low = loader(t.crop // 2, 4 * per_rank) if t.low_res_epochs else None
+    low = loader(t.crop // LOW_RES, LOW_RES**2 * per_rank) if t.low_res_epochs else None
     val = DataLoader(Subset(LabDataset(val_store, seed=t.seed, labels=val_labels,
                                        hints=settings.model.hints),
                             range(ctx.rank, len(val_store), ctx.world)), **common)
@@ -273,8 +275,8 @@ def train_epoch(parts: Parts, data: Data, epoch: int, settings: Settings,
             bar.set_postfix(loss=f"{total.item() / (step + 1):.4f}", img_s=f"{speed:.0f}")
     bar.close()
     seconds = time.perf_counter() - start
-    world, images = dist.context().world, steps * (4 if low else 1) * t.batch_size
-    steps = max(steps, 1)
+    world = dist.context().world
+    images, steps = steps * loader.batch_size * world, max(steps, 1)
     mean, scene = dist.all_sum([total.item() / steps, scene_total.item() / steps], parts.device)
     return mean / world, round(images / seconds, 2), scene / world
 
@@ -310,12 +312,12 @@ def fit(settings: Settings, data_dir: str | Path, checkpoints: Checkpoints,
     parts = build_parts(settings, prior, device, total_steps, len(data.classes))
     history, best = _resume(parts, checkpoints.open())
     resumed_from = len(history)
-    low = (f" (1..{t.low_res_epochs}: crop {t.crop // 2}, batch {4 * t.batch_size})"
-           if t.low_res_epochs else "")
+    low_res = (f" (1..{t.low_res_epochs}: crop {t.crop // LOW_RES}, batch "
+               f"{LOW_RES**2 * t.batch_size})" if t.low_res_epochs else "")
     log(f"training on {device} ({precision_name(device, t.amp)}"
         f"{f', {ctx.world} processes' if ctx.world > 1 else ''}), {data.train_images} train / "
         f"{data.val_images} val images, {settings.model.head} head, batch {t.batch_size}, "
-        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}{low}"
+        f"crop {t.crop}, epochs {resumed_from + 1}..{t.epochs}{low_res}"
         f"{f', {len(data.classes)} scene classes' if data.classes else ''}")
     bar_on = progress and ctx.is_main and sys.stderr.isatty()
     for epoch in range(resumed_from + 1, t.epochs + 1):
